@@ -1,0 +1,356 @@
+"""One typed, validated configuration per trial.
+
+A :class:`TrialConfig` is a nested pydantic model. Every section forbids unknown
+keys, so a typo fails before any compute with the dotted path of the key at
+fault (``align.topk: must be >= 1, got 0``).
+
+Usage::
+
+    cfg = load_config("configs/smoke.yaml", overrides=["model.backbone=resnet18"])
+    cfg.hash()          # stable across processes and key order
+    save_config(cfg, "out.yaml")
+
+Search spaces live next to the defaults: :data:`SEARCH_SPACES` maps a dotted
+path to a small declarative description that :mod:`galaxy_da.tune` turns into a
+Ray Tune domain. Sweep files name only the dotted paths they vary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ORACLE_RULE = "oracle"
+LABEL_FREE_RULES = ("src_val", "entropy", "dev", "snd")
+GROUP_PATTERN = re.compile(r"^[CD]([1-9][0-9]*)$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased with the dotted key at fault."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Section):
+    """Where the shards are and how batches are drawn from them."""
+
+    path: str = "data/synth"
+    batch_size: int = Field(64, ge=2)
+    eval_batch_size: int = Field(256, ge=1)
+    normalization: Literal["per_domain", "shared", "none"] = "per_domain"
+    augment: bool = True  # 8-fold dihedral augmentation of source training images
+    verify_hashes: bool = False
+    max_source: Optional[int] = Field(None, ge=1)  # subsample for smoke runs
+    max_target: Optional[int] = Field(None, ge=1)
+
+
+class ModelConfig(_Section):
+    """Backbone choice and its knobs. ``group`` is only read by ``steerable``."""
+
+    backbone: str = "cnn"
+    group: str = "C8"
+    width: int = Field(16, ge=1)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    trainable_stages: int = Field(4, ge=0, le=4)  # resnet18: stages (layer1..4) that train
+    pretrained_path: Optional[str] = None  # torchvision-format resnet18 state_dict
+    class_scales: bool = False  # the reference's trainable per-class logit scales
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not GROUP_PATTERN.match(value):
+            raise ValueError(f"must be C<N> (rotations) or D<N> (rotations and flips), N >= 1; got {value!r}")
+        return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str) -> str:
+        from galaxy_da.models.registry import BACKBONES
+
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}; choose from {sorted(BACKBONES)}")
+        return value
+
+
+class ClassLossConfig(_Section):
+    """Focal loss with optional class weighting on the labelled source batch."""
+
+    gamma: float = Field(2.0, ge=0.0)
+    alpha: Union[None, float, list[float], Literal["class_weights"]] = "class_weights"
+    class_weights: Literal["effective_number", "balanced", "none"] = "effective_number"
+    beta: float = Field(0.9999, gt=0.0, lt=1.0)
+
+
+class ScheduleConfig(_Section):
+    """A scalar that changes over epochs; see :mod:`galaxy_da.schedules`.
+
+    ``kind`` names a schedule in the registry. Progress runs from 0 at the end of
+    warm-up to 1 at the last epoch; ``start`` and ``end`` are the values there.
+    """
+
+    kind: str = "constant"
+    start: float = 1.0
+    end: float = 1.0
+    rate: float = Field(0.95, gt=0.0)  # exponential: start * rate**(epoch - warmup)
+    step_every: int = Field(10, ge=1)  # step: epochs between drops
+    step_factor: float = Field(0.5, gt=0.0)
+    power: float = Field(2.0, gt=0.0)  # polynomial
+    sharpness: float = Field(10.0, gt=0.0)  # sigmoid: 1/temperature of the ramp
+    floor: Optional[float] = None
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        from galaxy_da.schedules import SCHEDULES
+
+        if value not in SCHEDULES:
+            raise ValueError(f"unknown schedule {value!r}; choose from {sorted(SCHEDULES)}")
+        return value
+
+
+class TopKOTConfig(_Section):
+    """OT top-k soft matching: ``cost_weight*OT + match_weight*MSE + topk_weight*TopK``.
+
+    ``weight`` adds it on top of ``align.method`` (the reference's recipe); it is
+    also usable alone as ``align.method: topk_ot``. ``k`` is ``align.topk``.
+    """
+
+    weight: float = Field(0.0, ge=0.0)  # 0 switches the add-on off
+    epsilon: float = Field(0.05, gt=0.0)
+    epsilon_mode: Literal["relative", "absolute"] = "relative"  # relative: x median pairwise cost
+    max_iter: int = Field(1000, ge=1)
+    tol: float = Field(1e-9, gt=0.0)
+    cost_weight: float = Field(0.25, ge=0.0)
+    match_weight: float = Field(0.5, ge=0.0)
+    topk_weight: float = Field(0.05, ge=0.0)
+
+
+class AdversarialConfig(_Section):
+    """DANN discriminator shape."""
+
+    projection: Optional[int] = Field(128, ge=1)
+    hidden: int = Field(256, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class AlignConfig(_Section):
+    """Feature alignment between the source and target batches."""
+
+    method: str = "none"
+    weighting: Literal["fixed", "trainable"] = "fixed"
+    normalize_features: bool = True
+    blur: float = Field(0.5, gt=0.0)
+    blur_floor: float = Field(0.01, gt=0.0)
+    entropy_weight: float = Field(0.0, ge=0.0)
+    topk: int = Field(5, ge=1)
+    ot: TopKOTConfig = TopKOTConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    eta_init: tuple[float, float] = (0.1, 1.0)  # trainable weights: initial (eta_cls, eta_align)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        from galaxy_da.losses.alignment import ALIGNMENT_METHODS
+
+        if value not in ALIGNMENT_METHODS:
+            raise ValueError(f"unknown alignment method {value!r}; choose from {sorted(ALIGNMENT_METHODS)}")
+        return value
+
+
+class SchedulesConfig(_Section):
+    align_weight: ScheduleConfig = ScheduleConfig(kind="constant", start=0.1, end=0.1)
+    blur: ScheduleConfig = ScheduleConfig(kind="constant", start=0.5, end=0.5)
+    grl: ScheduleConfig = ScheduleConfig(kind="sigmoid", start=0.0, end=1.0)
+
+
+class OptimConfig(_Section):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    lr_schedule: Literal["cosine", "step", "exponential", "constant"] = "cosine"
+    min_lr: float = Field(1e-5, ge=0.0)
+    epochs: int = Field(20, ge=1)
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: Optional[float] = Field(10.0, gt=0.0)
+    steps_per_epoch: Optional[int] = Field(None, ge=1)  # default: one pass over source train
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "OptimConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr})")
+        return self
+
+
+class SelectionConfig(_Section):
+    """Label-free checkpoint selection and early stopping."""
+
+    rule: str = "src_val"
+    patience: Optional[int] = Field(None, ge=1)
+
+    @field_validator("rule")
+    @classmethod
+    def _rule(cls, value: str) -> str:
+        if value == ORACLE_RULE:
+            raise ValueError(
+                "'oracle' reads target test labels; it is for analysis only and can never select "
+                f"checkpoints or sweep trials. Choose from {list(LABEL_FREE_RULES)}"
+            )
+        if value not in LABEL_FREE_RULES:
+            raise ValueError(f"unknown selection rule {value!r}; choose from {list(LABEL_FREE_RULES)}")
+        return value
+
+
+class TrackingConfig(_Section):
+    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db
+    experiment: str = "galaxy-da"
+    run_name: Optional[str] = None
+    log_checkpoints: bool = True
+
+
+class TrialConfig(_Section):
+    """Everything one trial needs. Sections mirror the package layout."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: ClassLossConfig = ClassLossConfig()
+    align: AlignConfig = AlignConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
+    optim: OptimConfig = OptimConfig()
+    selection: SelectionConfig = SelectionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON; key order never matters."""
+        return config_hash(self.model_dump(mode="json"))
+
+    def hash_without_seed(self) -> str:
+        """Groups runs that differ only in their seed."""
+        payload = self.model_dump(mode="json")
+        payload.pop("seed")
+        return config_hash(payload)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"align.topk": 5, ...}``: the dotted view used for MLflow params and sweeps."""
+        return flatten(self.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
+    path = path or "<root>"
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = error.get("input")
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key"
+    for bound, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"{path}: must be {word} {ctx[bound]}, got {got!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}" + ("" if kind == "value_error" else f", got {got!r}")
+
+
+def validate(tree: dict[str, Any], source: str = "config") -> TrialConfig:
+    """Build a :class:`TrialConfig`, turning pydantic errors into one :class:`ConfigError`."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
+    try:
+        return TrialConfig.model_validate(tree)
+    except ValidationError as exc:
+        # Union members each report; keep the most specific (longest-path) message per key.
+        lines = sorted({_describe_error(e) for e in exc.errors()})
+        raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"align.topk=8"`` -> ``("align.topk", 8)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"``, checking each section exists."""
+    node = tree
+    parts = key.split(".")
+    known = TrialConfig().model_dump()
+    for depth, part in enumerate(parts[:-1]):
+        known = known.get(part) if isinstance(known, dict) else None
+        if not isinstance(known, dict):
+            raise ConfigError(f"{'.'.join(parts[: depth + 1])}: not a config section (in override {key!r})")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parts[: depth + 1])}: expected a mapping, got {node!r}")
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``tree`` with dotted overrides (a dict or ``key=value`` strings) applied."""
+    tree = json.loads(json.dumps(tree))  # deep copy, JSON-safe
+    if not overrides:
+        return tree
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(tree, key, value)
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> TrialConfig:
+    """Load YAML (or defaults when ``path`` is None), apply dotted overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        source = str(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    return validate(apply_overrides(tree, overrides), source)
+
+
+def config_to_yaml(cfg: TrialConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: TrialConfig, path: str | Path) -> None:
+    Path(path).write_text(config_to_yaml(cfg))

@@ -1,0 +1,1 @@
+"""Sharded Parquet datasets: schema, writer, reader, loader, synth, ingest."""

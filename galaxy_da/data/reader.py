@@ -1,0 +1,200 @@
+"""Read a sharded dataset from a local path or any pyarrow filesystem URI.
+
+Two views enforce the target-label guard (DESIGN principle 4):
+
+* :meth:`ShardDataset.training_view` serves source images with labels and
+  target images **without** labels. It has no method that returns target labels.
+* :meth:`ShardDataset.evaluation_view` is the one explicit door to target
+  labels, for evaluation and analysis only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from galaxy_da.data.schema import DOMAIN_SPLITS, MANIFEST_NAME, SCHEMA_VERSION
+
+
+class DatasetError(RuntimeError):
+    """A dataset that is missing, unfinished, or fails its integrity check."""
+
+
+class LabelGuardError(PermissionError):
+    """Target labels were requested outside evaluation."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images of one domain split. ``labels`` is None for unlabelled target data.
+
+    images: (N, C, H, W) uint8; labels: (N,) int64 or None; object_ids: (N,) str.
+    """
+
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    object_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def decode_images(column: pa.ChunkedArray | pa.Array, image_shape: tuple[int, ...]) -> np.ndarray:
+    """Fixed-size binary column -> (N, *image_shape) uint8, one memory copy.
+
+    Each chunk's data buffer is viewed with ``np.frombuffer`` (no copy) and the
+    views are concatenated into one contiguous array.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    width = int(np.prod(image_shape))
+    views = []
+    for chunk in chunks:
+        if chunk.null_count:
+            raise DatasetError("image column holds nulls")
+        data = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
+        views.append(data[chunk.offset * width : (chunk.offset + len(chunk)) * width])
+    flat = np.concatenate(views) if len(views) != 1 else views[0].copy()
+    return flat.reshape(-1, *image_shape)
+
+
+class ShardDataset:
+    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``."""
+
+    def __init__(self, uri: str, verify: bool = False):
+        self.uri = str(uri)
+        self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri) if "://" in self.uri else (
+            pafs.LocalFileSystem(),
+            self.uri,
+        )
+        self.root = self.root.rstrip("/")
+        if verify:
+            self.verify()
+
+    # ------------------------------------------------------------------ manifest
+    def _read_bytes(self, relative: str) -> bytes:
+        with self.filesystem.open_input_stream(f"{self.root}/{relative}") as stream:
+            return stream.read()
+
+    @cached_property
+    def manifest_bytes(self) -> bytes:
+        info = self.filesystem.get_file_info(f"{self.root}/{MANIFEST_NAME}")
+        if info.type != pafs.FileType.File:
+            partial = self.filesystem.get_file_info(f"{self.root}.partial")
+            hint = " (a '.partial' folder exists: the write did not finish)" if partial.type != pafs.FileType.NotFound else ""
+            raise DatasetError(f"{self.uri}: no {MANIFEST_NAME}; not a finished dataset{hint}")
+        return self._read_bytes(MANIFEST_NAME)
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        manifest = json.loads(self.manifest_bytes)
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise DatasetError(
+                f"{self.uri}/{MANIFEST_NAME}: schema_version {manifest.get('schema_version')} unsupported "
+                f"(this galaxy-da reads {SCHEMA_VERSION})"
+            )
+        return manifest
+
+    @property
+    def manifest_hash(self) -> str:
+        return hashlib.sha256(self.manifest_bytes).hexdigest()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["image_shape"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    def counts(self, domain: str, split: str) -> list[int]:
+        """Rows per class, from the manifest (labels are counts, not per-row access)."""
+        table = self.manifest["counts"][domain][split]
+        return [table[name] for name in self.class_names]
+
+    def verify(self) -> None:
+        """Check every shard's sha256 against the manifest; name the first shard at fault."""
+        for shard in self.manifest["shards"]:
+            try:
+                digest = hashlib.sha256(self._read_bytes(shard["path"])).hexdigest()
+            except (FileNotFoundError, OSError) as exc:
+                raise DatasetError(f"{self.uri}/{shard['path']}: cannot read shard ({exc})") from None
+            if digest != shard["sha256"]:
+                raise DatasetError(
+                    f"{self.uri}/{shard['path']}: sha256 {digest[:12]}… does not match the manifest's "
+                    f"{shard['sha256'][:12]}… (corrupted or modified shard)"
+                )
+
+    # ------------------------------------------------------------------ rows
+    def _shard_paths(self, domain: str) -> list[str]:
+        return [f"{self.root}/{s['path']}" for s in self.manifest["shards"] if s["domain"] == domain]
+
+    def read_table(self, domain: str, columns: list[str] | None = None) -> pa.Table:
+        paths = self._shard_paths(domain)
+        if not paths:
+            raise DatasetError(f"{self.uri}: no shards for domain {domain!r}")
+        tables = []
+        for path in paths:
+            try:
+                tables.append(pq.read_table(path, filesystem=self.filesystem, columns=columns))
+            except (OSError, pa.ArrowException) as exc:
+                raise DatasetError(f"{path}: unreadable shard ({exc})") from None
+        return pa.concat_tables(tables)
+
+    def _image_set(self, domain: str, split: str, with_labels: bool) -> ImageSet:
+        if split not in DOMAIN_SPLITS[domain]:
+            raise ValueError(f"unknown split {split!r} for {domain}; expected one of {DOMAIN_SPLITS[domain]}")
+        columns = ["object_id", "split", "image"] + (["label"] if with_labels else [])
+        table = self.read_table(domain, columns)
+        table = table.filter(pc.equal(table["split"], split))
+        labels = table["label"].to_numpy().astype(np.int64) if with_labels else None
+        return ImageSet(
+            images=decode_images(table["image"], self.image_shape),
+            labels=labels,
+            object_ids=table["object_id"].to_numpy(zero_copy_only=False),
+        )
+
+    def training_view(self) -> "TrainingView":
+        return TrainingView(self)
+
+    def evaluation_view(self) -> "EvaluationView":
+        return EvaluationView(self)
+
+
+class TrainingView:
+    """What training and model selection may see: no target labels, ever."""
+
+    def __init__(self, dataset: ShardDataset):
+        self.dataset = dataset
+
+    def source(self, split: str) -> ImageSet:
+        return self.dataset._image_set("source", split, with_labels=True)
+
+    def target(self, split: str = "adapt") -> ImageSet:
+        """Target images of ``split``, labels withheld (``labels`` is None)."""
+        return self.dataset._image_set("target", split, with_labels=False)
+
+    def target_labels(self, *_: Any, **__: Any) -> None:
+        raise LabelGuardError(
+            "target labels are not available to training or model selection; "
+            "use ShardDataset.evaluation_view() in evaluation code"
+        )
+
+
+class EvaluationView(TrainingView):
+    """Evaluation only: labelled access to every split of both domains."""
+
+    def labelled(self, domain: str, split: str) -> ImageSet:
+        return self.dataset._image_set(domain, split, with_labels=True)
+
+
+def open_dataset(uri: str, verify: bool = False) -> ShardDataset:
+    return ShardDataset(uri, verify=verify)

@@ -1,0 +1,49 @@
+"""The on-disk dataset format: names, splits and the Parquet row schema.
+
+A dataset is a folder (or URI) holding ``manifest.json`` plus
+``<domain>/part-NNNNN.parquet``. One row per galaxy:
+
+========== ===================== ==========================================
+column     type                  meaning
+========== ===================== ==========================================
+object_id  string                unique within the dataset
+domain     string                ``source`` or ``target``
+split      string                source: train/val; target: adapt/test
+label      int8                  index into ``manifest.class_names``
+label_name string
+image      fixed_size_binary     raw uint8 bytes, channels x height x width
+...        any                   optional metadata (mass, star_forming, ...)
+========== ===================== ==========================================
+
+The image column is a fixed-size binary so that decoding a batch is a single
+``np.frombuffer`` over the column's data buffer (a memory copy).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+CLASS_NAMES = ("elliptical", "irregular", "spiral")
+DOMAIN_SPLITS = {"source": ("train", "val"), "target": ("adapt", "test")}
+DOMAINS = tuple(DOMAIN_SPLITS)
+CORE_COLUMNS = ("object_id", "domain", "split", "label", "label_name", "image")
+
+
+def image_nbytes(image_shape: tuple[int, int, int]) -> int:
+    channels, height, width = image_shape
+    return channels * height * width
+
+
+def row_schema(image_shape: tuple[int, int, int], metadata: dict[str, pa.DataType] | None = None) -> pa.Schema:
+    fields = [
+        pa.field("object_id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("label_name", pa.string(), nullable=False),
+        pa.field("image", pa.binary(image_nbytes(image_shape)), nullable=False),
+    ]
+    fields += [pa.field(name, dtype) for name, dtype in (metadata or {}).items()]
+    return pa.schema(fields)

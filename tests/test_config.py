@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import pytest
+
+from galaxy_da.config import ConfigError, TrialConfig, load_config, save_config
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    cfg = load_config()
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert load_config(path).hash() == cfg.hash()
+
+
+def test_dotted_overrides_apply_on_top_of_file(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model:\n  backbone: cnn\nalign:\n  topk: 3\n")
+    cfg = load_config(path, overrides=["model.backbone=resnet18", "align.topk=8", "optim.lr=0.01"])
+    assert (cfg.model.backbone, cfg.align.topk, cfg.optim.lr) == ("resnet18", 8, 0.01)
+    assert load_config(path, overrides={"align.method": "laplacian"}).align.method == "laplacian"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("align.topk=0", "align.topk: must be >= 1, got 0"),
+        ("align.topkk=3", "align.topkk: unknown key"),
+        ("optim.lr=fast", "optim.lr"),
+        ("model.backbone=vgg", "model.backbone: unknown backbone 'vgg'"),
+        ("model.group=E2", "model.group: must be C<N>"),
+        ("align.method=wasserstein", "align.method: unknown alignment method"),
+        ("schedules.blur.kind=zigzag", "schedules.blur.kind: unknown schedule"),
+        ("selection.rule=oracle", "selection.rule: 'oracle' reads target test labels"),
+        ("optim.warmup_epochs=30", "optim: warmup_epochs (30) must be < epochs (20)"),
+        ("nosuch.key=1", "nosuch: not a config section"),
+    ],
+)
+def test_bad_values_name_the_dotted_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert message in str(info.value)
+
+
+def test_bad_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_hash_ignores_key_order_and_tracks_values(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("seed: 3\noptim:\n  lr: 0.01\n  epochs: 5\n")
+    b.write_text("optim:\n  epochs: 5\n  lr: 0.01\nseed: 3\n")
+    assert load_config(a).hash() == load_config(b).hash()
+    assert load_config(a).hash() != load_config(a, ["seed=4"]).hash()
+    assert load_config(a).hash_without_seed() == load_config(a, ["seed=4"]).hash_without_seed()
+
+
+def test_hash_is_stable_across_processes():
+    code = "from galaxy_da.config import load_config; print(load_config(overrides=['align.topk=7']).hash())"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert outputs == {load_config(overrides=["align.topk=7"]).hash() + "\n"}
+
+
+def test_flat_view_uses_dotted_paths():
+    flat = TrialConfig().flat()
+    assert flat["align.topk"] == 5 and flat["schedules.blur.kind"] == "constant"

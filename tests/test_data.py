@@ -1,0 +1,142 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from galaxy_da.data.loader import BatchStream, ChannelStats, dihedral, to_float
+from galaxy_da.data.reader import DatasetError, LabelGuardError, ShardDataset
+from galaxy_da.data.splits import assign_splits
+from galaxy_da.data.writer import DatasetWriter
+from tests.conftest import write_toy_dataset
+
+
+def test_round_trip_preserves_every_row(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (50, 3, 9, 9), dtype=np.uint8)
+    labels = rng.integers(0, 3, 50)
+    splits = assign_splits(labels, "source", seed=0)
+    with DatasetWriter(tmp_path / "ds", (3, 9, 9), shard_rows=16) as writer:
+        writer.add_batch("source", [f"s{i}" for i in range(30)], splits[:30], labels[:30], images[:30])
+        writer.add_batch("source", [f"s{i}" for i in range(30, 50)], splits[30:], labels[30:], images[30:])
+        writer.add_batch("target", ["t0", "t1"], ["adapt", "test"], [0, 2], images[:2])
+    dataset = ShardDataset(str(tmp_path / "ds"), verify=True)
+    assert len([s for s in dataset.manifest["shards"] if s["domain"] == "source"]) == 4  # 16+16+16+2
+    view = dataset.evaluation_view()
+    got = {}
+    for split in ("train", "val"):
+        part = view.labelled("source", split)
+        for oid, image, label in zip(part.object_ids, part.images, part.labels):
+            got[oid] = (image, label)
+    assert len(got) == 50
+    for i in range(50):
+        image, label = got[f"s{i}"]
+        assert np.array_equal(image, images[i]) and label == labels[i]
+    assert dataset.counts("source", "val") == [int(((labels == c) & (splits == "val")).sum()) for c in range(3)]
+
+
+def test_reader_accepts_a_filesystem_uri(toy_dataset):
+    local = ShardDataset(str(toy_dataset)).training_view().source("train")
+    remote = ShardDataset(toy_dataset.resolve().as_uri(), verify=True).training_view().source("train")
+    assert remote.images.shape == local.images.shape and np.array_equal(remote.images, local.images)
+
+
+def test_corrupted_shard_is_named(tmp_path, toy_dataset):
+    copy = tmp_path / "copy"
+    shutil.copytree(toy_dataset, copy)
+    shard = copy / "target" / "part-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="target/part-00001.parquet: sha256"):
+        ShardDataset(str(copy), verify=True)
+
+
+def test_unfinished_dataset_is_never_read(tmp_path):
+    writer = DatasetWriter(tmp_path / "ds", (3, 5, 5), shard_rows=2)
+    writer.add_batch("source", ["a", "b", "c"], ["train"] * 3, [0, 1, 2], np.zeros((3, 3, 5, 5), np.uint8))
+    assert not (tmp_path / "ds").exists()  # everything so far lives in ds.partial
+    with pytest.raises(DatasetError, match="not a finished dataset.*did not finish"):
+        ShardDataset(str(tmp_path / "ds")).manifest
+    writer.close()
+    assert ShardDataset(str(tmp_path / "ds")).manifest["counts"]["source"]["train"]["irregular"] == 1
+
+
+def test_writer_rejects_bad_rows_with_reasons(tmp_path):
+    with pytest.raises(ValueError, match="duplicate object_id"):
+        with DatasetWriter(tmp_path / "ds", (3, 5, 5)) as writer:
+            writer.add_batch("source", ["a", "a"], ["train"] * 2, [0, 1], np.zeros((2, 3, 5, 5), np.uint8))
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "ds.partial").exists()
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        DatasetWriter(tmp_path / "ds2", (3, 5, 5)).add_batch("source", ["a"], ["test"], [0], np.zeros((1, 3, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 of shape \(1, 3, 5, 5\)"):
+        DatasetWriter(tmp_path / "ds3", (3, 5, 5)).add_batch("source", ["a"], ["train"], [0], np.zeros((1, 3, 4, 4), np.uint8))
+
+
+def test_writes_are_deterministic(tmp_path):
+    a = write_toy_dataset(tmp_path / "a", seed=3)
+    b = write_toy_dataset(tmp_path / "b", seed=3)
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+
+
+def test_splits_are_stratified_seeded_and_domain_specific():
+    labels = np.repeat([0, 1, 2], [50, 11, 139])
+    splits = assign_splits(labels, "source", seed=7)
+    for cls, n in zip(range(3), (50, 11, 139)):
+        assert (splits[labels == cls] == "val").sum() == max(1, int(0.2 * n))
+    assert np.array_equal(splits, assign_splits(labels, "source", seed=7))
+    assert not np.array_equal(splits, assign_splits(labels, "source", seed=8))
+    assert set(assign_splits(labels, "target", seed=7)) == {"adapt", "test"}
+
+
+def test_training_view_withholds_target_labels(toy_dataset):
+    dataset = ShardDataset(str(toy_dataset))
+    view = dataset.training_view()
+    assert view.source("train").labels is not None
+    target = view.target("adapt")
+    assert target.labels is None and len(target) > 0
+    with pytest.raises(LabelGuardError):
+        view.target_labels()
+    assert not hasattr(view, "labelled")
+    assert dataset.evaluation_view().labelled("target", "test").labels is not None
+
+
+def test_manifest_counts_match_rows(toy_dataset):
+    dataset = ShardDataset(str(toy_dataset))
+    view = dataset.evaluation_view()
+    for domain, splits in (("source", ("train", "val")), ("target", ("adapt", "test"))):
+        for split in splits:
+            labels = view.labelled(domain, split).labels
+            assert dataset.counts(domain, split) == np.bincount(labels, minlength=3).tolist()
+
+
+def test_normalisation_and_dihedral_augmentation():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 3, 7, 7), dtype=np.uint8)
+    stats = ChannelStats.of(images)
+    normed = to_float(torch.from_numpy(images), stats)
+    assert torch.allclose(normed.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(normed.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
+    batch = torch.from_numpy(images)
+    augmented = dihedral(batch, torch.Generator().manual_seed(0))
+    orbit = lambda x: [torch.rot90(x, k, (-2, -1)) for k in range(4)] + [torch.rot90(x.flip(-1), k, (-2, -1)) for k in range(4)]
+    for original, transformed in zip(batch, augmented):
+        assert any(torch.equal(transformed, candidate) for candidate in orbit(original))
+    assert not torch.equal(augmented, batch)
+
+
+def test_batch_stream_is_seeded_and_resumable(toy_dataset):
+    source = ShardDataset(str(toy_dataset)).training_view().source("train")
+    stats = ChannelStats.of(source.images)
+    first = BatchStream(source, 16, stats, seed=5, augment=True)
+    second = BatchStream(source, 16, stats, seed=5, augment=True)
+    for _ in range(7):  # crosses an epoch boundary
+        (xa, ya), (xb, yb) = first.next(), second.next()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    state = first.state_dict()
+    expected = first.next()
+    resumed = BatchStream(source, 16, stats, seed=99, augment=True)
+    resumed.load_state_dict(state)
+    got = resumed.next()
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
