@@ -1,0 +1,35 @@
+"""Checkpoints that describe themselves and load with ``weights_only=True``.
+
+A checkpoint is a dict of tensors and plain Python values:
+``model``, ``objective`` (discriminator, loss weights), ``optimizer``, ``epoch``
+(the last finished epoch), ``rng`` (torch CPU generator state), ``streams``
+(batch-sampler states), ``history``, ``best``, ``config`` (the trial config as
+plain data), ``class_names``, ``image_shape``, ``norm_stats`` and
+``data_manifest_hash`` — enough to rebuild the model without the config file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint there")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,447 @@
+"""``galaxy-da ingest``: the original data set's layout -> a Parquet dataset.
+
+The original layout (Zenodo record 17434016, label tables as in
+``shared/data/galaxy-da-labels/``):
+
+- source: a TNG50 folder of ``subhalo_<subhalo_id>.png`` and a label table
+  ``source_galaxy_labels.csv|json`` (image_path, subhalo_id, mass, star_forming,
+  has_agn, is_compact, metallicity, classification, is_metalrich);
+- target: a GZ2 folder of ``<asset_id>.jpg`` and ``gz2_galaxy_labels*.csv|json``
+  whose ``subhalo_id`` column holds the file name (subhalo_id, objid, mass,
+  star_forming, has_agn, classification; the JSON adds a nested ``metrics``
+  dict of GZ2 vote fractions, flattened here to ``metrics.<name>`` columns).
+
+Every row of a label table is either written or listed in ``<out>.rejects.csv``
+with its reason; nothing is dropped silently. Rows keep label-file order and
+the splits are seeded, so the same inputs give byte-identical shards.
+All decoded images of both domains are held in memory until the splits are
+known: N x 3 x size x size bytes (about 0.9 GB for the full tables at 224 px).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageFile
+from tqdm import tqdm
+
+from galaxy_da.data.schema import CLASS_NAMES, CORE_COLUMNS, DOMAINS
+from galaxy_da.data.splits import assign_splits
+from galaxy_da.data.writer import DatasetWriter, sha256_file
+
+CLASS_COLUMN = "classification"
+IMAGE_FILE_COLUMN = "image_file"  # the image's file name inside its folder, added to every row
+EXTRA_CELLS = "__extra_cells__"  # csv.DictReader's key for cells beyond the header
+REJECT_COLUMNS = ("domain", "row", "object_id", "image", "reason", "detail")
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+# ---------------------------------------------------------------- layouts
+@dataclass(frozen=True)
+class DomainLayout:
+    """How one domain's label table names its galaxies and image files."""
+
+    id_column: str
+    image_file: Callable[[str], str]  # id value -> file name inside the image folder
+    object_id: Callable[[str], str]  # id value -> dataset object_id
+    dropped_columns: tuple[str, ...]  # label columns consumed into core columns
+    renamed_columns: dict[str, str] = field(default_factory=dict)  # label column -> metadata column
+
+
+LAYOUTS: dict[str, DomainLayout] = {
+    "source": DomainLayout(
+        id_column="subhalo_id",
+        image_file=lambda subhalo_id: f"subhalo_{subhalo_id}.png",
+        object_id=lambda subhalo_id: f"tng50_{subhalo_id}",
+        dropped_columns=(CLASS_COLUMN,),
+        # the original code ignores this column and builds the path from subhalo_id
+        renamed_columns={"image_path": "original_image_path"},
+    ),
+    "target": DomainLayout(
+        id_column="subhalo_id",  # holds "<asset_id>.jpg", despite its name
+        image_file=lambda file_name: file_name,
+        object_id=lambda file_name: f"gz2_{Path(file_name).stem}",
+        dropped_columns=(CLASS_COLUMN, "subhalo_id"),
+    ),
+}
+
+
+# ---------------------------------------------------------------- label tables
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted columns: ``{"metrics": {"odd_prob": p}}`` -> ``{"metrics.odd_prob": p}``."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, restkey=EXTRA_CELLS))
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        records = json.load(handle)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError(f"{path}: expected a JSON list of records (objects)")
+    return [_flatten(record) for record in records]
+
+
+LABEL_READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {".csv": _read_csv, ".json": _read_json}
+
+
+def read_label_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Return ``(columns, records)``: columns in first-appearance order, one dict per row."""
+    path = Path(path)
+    reader = LABEL_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: unsupported label file type; expected one of {sorted(LABEL_READERS)}")
+    records = reader(path)
+    columns = list(dict.fromkeys(key for record in records for key in record if key != EXTRA_CELLS))
+    return columns, records
+
+
+def field_text(value: Any) -> str | None:
+    """A core field as stripped text; ``None`` when missing or empty."""
+    text = None if value is None else str(value).strip()
+    return text or None
+
+
+def typed_value(value: Any) -> Any:
+    """A metadata cell as bool / int / float / str / None.
+
+    Text (every CSV cell, and JSON strings) that spells a boolean
+    (``true``/``false``, any case) or a number is read as one; empty text is None.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def infer_arrow_type(values: list[Any]) -> pa.DataType:
+    """The narrowest of bool / int64 / float64 that holds every non-null value, else string.
+
+    Integers beyond int64 make a string column rather than a lossy float64 one.
+    """
+    present = [v for v in values if v is not None]
+    kinds = {type(v) for v in present}
+    if kinds == {bool}:
+        return pa.bool_()
+    if any(isinstance(v, int) and not INT64_RANGE[0] <= v <= INT64_RANGE[1] for v in present):
+        return pa.string()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds and kinds <= {int, float}:
+        return pa.float64()
+    return pa.string()
+
+
+def coerce_column(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
+    """Values ready for ``pa.array(values, arrow_type)`` (string columns stringify mixed values)."""
+    if arrow_type == pa.string():
+        return [None if v is None else str(v) for v in values]
+    return values
+
+
+# ---------------------------------------------------------------- images
+class Rejection(Exception):
+    """A label-table row that cannot become a dataset row; ``reason`` is a short code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@contextmanager
+def strict_truncation() -> Iterator[None]:
+    """Make PIL raise on truncated files while decoding, whatever another library set."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def decode_image(path: Path, size: int | None) -> np.ndarray:
+    """Read an image file as uint8 RGB of shape (3, H, W).
+
+    ``verify()`` checks the file's structure (PNG checksums), ``load()`` decodes
+    every pixel, so corrupt and truncated files raise. With ``size`` the image is
+    resized to ``size x size``, bilinear and antialiased (PIL's filter support
+    widens with the downscale factor), as the original code did.
+    """
+    if not path.is_file():
+        raise Rejection("missing_image", f"no file {path}")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+        if size is not None:
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    # A corrupt file can surface as any exception type from PIL's format plugins.
+    except Exception as error:  # noqa: BLE001
+        raise Rejection("unreadable_image", f"{type(error).__name__}: {error}") from error
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+# ---------------------------------------------------------------- report
+@dataclass(frozen=True)
+class Reject:
+    """One label-table row left out. ``row`` is the 0-based record index (CSV line = row + 2)."""
+
+    domain: str
+    row: int
+    object_id: str
+    image: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class IngestReport:
+    """What ``ingest`` wrote and what it left out."""
+
+    out: Path
+    rejects_path: Path
+    rows: dict[str, int]  # domain -> rows in its label table
+    accepted: dict[str, dict[str, int]]  # domain -> class name -> rows written
+    rejects: list[Reject]
+    max_reject_fraction: float
+
+    @property
+    def reject_fraction(self) -> float:
+        total = sum(self.rows.values())
+        return len(self.rejects) / total if total else 0.0
+
+    def rejects_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.reason for r in self.rejects).items()))
+
+    def ok(self, max_reject_fraction: float | None = None) -> bool:
+        limit = self.max_reject_fraction if max_reject_fraction is None else max_reject_fraction
+        return self.reject_fraction <= limit
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok() else "TOO MANY REJECTS"
+        lines = [
+            f"ingested {self.out}: {sum(self.rows.values())} label rows, {len(self.rejects)} rejected "
+            f"({self.reject_fraction:.2%}; limit {self.max_reject_fraction:.2%}: {verdict})"
+        ]
+        for domain, per_class in self.accepted.items():
+            classes = ", ".join(f"{name} {count}" for name, count in per_class.items())
+            lines.append(f"  {domain}: {sum(per_class.values())} of {self.rows[domain]} accepted ({classes})")
+        if self.rejects:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in self.rejects_by_reason().items())
+            lines.append(f"  rejects: {reasons}; listed in {self.rejects_path}")
+        return "\n".join(lines)
+
+
+def write_rejects(path: Path, rejects: list[Reject]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REJECT_COLUMNS)
+        writer.writerows([getattr(reject, column) for column in REJECT_COLUMNS] for reject in rejects)
+
+
+# ---------------------------------------------------------------- one domain
+@dataclass
+class DomainRows:
+    """The accepted rows of one domain, in label-file order."""
+
+    object_ids: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def metadata_columns(layout: DomainLayout, columns: list[str]) -> dict[str, str]:
+    """Map dataset metadata column -> label column, for every label column not consumed."""
+    kept = {layout.renamed_columns.get(c, c): c for c in columns if c not in layout.dropped_columns}
+    clashes = sorted(set(kept).intersection((*CORE_COLUMNS, IMAGE_FILE_COLUMN)))
+    if clashes:
+        raise ValueError(f"label columns {clashes} clash with dataset columns; rename them in the label file")
+    return kept
+
+
+class DomainIngest:
+    """Validate and decode one domain's label table into ``DomainRows`` + rejects."""
+
+    def __init__(self, domain: str, images_dir: Path, labels_path: Path):
+        self.domain = domain
+        self.layout = LAYOUTS[domain]
+        self.images_dir = Path(images_dir)
+        self.labels_path = Path(labels_path)
+        columns, self.records = read_label_table(self.labels_path)
+        missing = [c for c in (self.layout.id_column, CLASS_COLUMN) if c not in columns]
+        if missing:
+            raise ValueError(f"{self.labels_path}: missing column(s) {missing}; found {columns}")
+        self.columns = metadata_columns(self.layout, columns)
+        self.types = {IMAGE_FILE_COLUMN: pa.string()} | {
+            name: infer_arrow_type([typed_value(r.get(column)) for r in self.records])
+            for name, column in self.columns.items()
+        }
+
+    def run(self, size: int | None, image_shape: tuple[int, ...] | None, progress: bool) -> tuple[DomainRows, list[Reject], tuple[int, ...] | None]:
+        """Decode every row; the first image fixes ``image_shape`` when it is still None."""
+        rows = DomainRows(metadata={name: [] for name in self.types})
+        rejects: list[Reject] = []
+        first_row_of: dict[str, int] = {}
+        for index, record in enumerate(tqdm(self.records, desc=f"{self.domain} images", unit="img", disable=not progress)):
+            object_id, image_path = "", ""
+            try:
+                identifier = field_text(record.get(self.layout.id_column))
+                if identifier is None:
+                    raise Rejection("missing_field", f"empty {self.layout.id_column}")
+                object_id = self.layout.object_id(identifier)
+                image_file = self.layout.image_file(identifier)
+                image_path = str(self.images_dir / image_file)
+                if record.get(EXTRA_CELLS):
+                    raise Rejection("malformed_row", f"{len(record[EXTRA_CELLS])} cell(s) beyond the header")
+                if object_id in first_row_of:
+                    raise Rejection("duplicate_id", f"same object_id as row {first_row_of[object_id]}")
+                first_row_of[object_id] = index
+                class_name = field_text(record.get(CLASS_COLUMN))
+                if class_name is None:
+                    raise Rejection("missing_field", f"empty {CLASS_COLUMN}")
+                if class_name.lower() not in CLASS_NAMES:
+                    raise Rejection("unknown_class", f"{class_name!r} is not one of {', '.join(CLASS_NAMES)}")
+                image = decode_image(self.images_dir / image_file, size)
+                image_shape = image_shape or image.shape
+                if image.shape != image_shape:
+                    raise Rejection("wrong_shape", f"image shape {image.shape} != {tuple(image_shape)}")
+            except Rejection as rejection:
+                rejects.append(Reject(self.domain, index, object_id, image_path, rejection.reason, rejection.detail))
+                continue
+            rows.object_ids.append(object_id)
+            rows.labels.append(CLASS_NAMES.index(class_name.lower()))
+            rows.images.append(image)
+            rows.metadata[IMAGE_FILE_COLUMN].append(image_file)
+            for name, column in self.columns.items():
+                rows.metadata[name].append(typed_value(record.get(column)))
+        return rows, rejects, image_shape
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "images": str(self.images_dir),
+            "labels": str(self.labels_path),
+            "labels_file": self.labels_path.name,
+            "labels_sha256": sha256_file(self.labels_path),
+            "rows": len(self.records),
+        }
+
+
+# ---------------------------------------------------------------- entry point
+def ingest(
+    source_images: Path,
+    source_labels: Path,
+    target_images: Path,
+    target_labels: Path,
+    out: Path,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    max_reject_fraction: float = 0.05,
+    shard_rows: int = 1024,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> IngestReport:
+    """Convert the original image folders + label tables into a dataset at ``out``.
+
+    Bad rows never raise: they go to ``<out>.rejects.csv`` (columns
+    domain, row, object_id, image, reason, detail) and to the manifest's
+    provenance. Malformed tables (unknown file type, a missing id or
+    classification column) raise ``ValueError``. Callers decide what a reject
+    fraction above ``max_reject_fraction`` means (``report.ok()``). With
+    ``progress`` (and no ``GALAXY_DA_NO_PROGRESS`` in the environment) a bar runs
+    over each domain's images and ``report.summary()`` is printed at the end.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (pass overwrite to replace it)")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    progress = progress and not os.environ.get("GALAXY_DA_NO_PROGRESS")
+    domains = {
+        "source": DomainIngest("source", source_images, source_labels),
+        "target": DomainIngest("target", target_images, target_labels),
+    }
+    image_shape = (3, size, size) if size is not None else None
+    decoded: dict[str, DomainRows] = {}
+    rejects: list[Reject] = []
+    with strict_truncation():
+        for domain in DOMAINS:
+            decoded[domain], domain_rejects, image_shape = domains[domain].run(size, image_shape, progress)
+            rejects += domain_rejects
+    if image_shape is None:
+        raise ValueError("no label row has a readable image; nothing to ingest")
+
+    report = IngestReport(
+        out=out,
+        rejects_path=out.with_name(out.name + ".rejects.csv"),
+        rows={domain: len(domains[domain].records) for domain in DOMAINS},
+        accepted={domain: {name: decoded[domain].labels.count(i) for i, name in enumerate(CLASS_NAMES)} for domain in DOMAINS},
+        rejects=rejects,
+        max_reject_fraction=max_reject_fraction,
+    )
+    provenance = {
+        "generator": "galaxy-da ingest",
+        "size": size,
+        "seed": seed,
+        **{domain: domains[domain].provenance() for domain in DOMAINS},
+        "rejects": {"count": len(rejects), "by_reason": report.rejects_by_reason(), "file": report.rejects_path.name},
+    }
+    with DatasetWriter(
+        out,
+        image_shape=image_shape,
+        shard_rows=shard_rows,
+        provenance=provenance,
+        metadata={domain: domains[domain].types for domain in DOMAINS},
+        overwrite=overwrite,
+    ) as writer:
+        for domain in DOMAINS:
+            rows = decoded.pop(domain)  # free each domain's images once written
+            labels = np.asarray(rows.labels, dtype=np.int64)
+            splits = assign_splits(labels, domain, seed)
+            for start in range(0, len(rows.object_ids), shard_rows):
+                chunk = slice(start, start + shard_rows)
+                writer.add_batch(
+                    domain,
+                    rows.object_ids[chunk],
+                    splits[chunk],
+                    labels[chunk],
+                    np.stack(rows.images[chunk]),
+                    metadata={
+                        name: coerce_column(values[chunk], domains[domain].types[name])
+                        for name, values in rows.metadata.items()
+                    },
+                )
+    write_rejects(report.rejects_path, rejects)
+    if progress:
+        print(report.summary())
+    return report

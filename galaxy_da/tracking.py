@@ -1,0 +1,183 @@
+"""MLflow: where runs go, what a run holds, and how to get a model back from one.
+
+A trial run holds the flattened config as params; the config hash (with and
+without seed), the data manifest's hash and path, the git commit, and the
+backbone/method/top-k/schedule as tags; per-epoch metrics with ``step = epoch``;
+``checkpoints/{best,last}.pt``, ``config.yaml``, ``history.json`` and the
+training-history plot as artifacts. That is enough to rebuild the model later.
+
+All calls go through :class:`mlflow.tracking.MlflowClient` (no global active
+run), so a trial can log from any thread or process. MLflow is imported only
+when a tracker is created.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from galaxy_da.config import TrialConfig, config_to_yaml
+
+DEFAULT_STORE = Path("mlflow")
+PARAM_VALUE_LIMIT = 6000
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the project's sqlite store ``mlflow/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(tracking_uri: str) -> Optional[str]:
+    """Artifacts of a local sqlite store go beside it in ``artifacts/`` (never the cwd)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+    return None
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def describe_tags(cfg: TrialConfig) -> dict[str, str]:
+    """The tags users filter on in the MLflow UI."""
+    method = cfg.align.method + ("+topk_ot" if cfg.align.ot.weight > 0 and cfg.align.method != "topk_ot" else "")
+    return {
+        "config_hash": cfg.hash(),
+        "config_hash_noseed": cfg.hash_without_seed(),
+        "backbone": cfg.model.backbone + (f"/{cfg.model.group}" if cfg.model.backbone == "steerable" else ""),
+        "method": method,
+        "weighting": cfg.align.weighting,
+        "topk": str(cfg.align.topk),
+        "schedule": f"w:{cfg.schedules.align_weight.kind},blur:{cfg.schedules.blur.kind},grl:{cfg.schedules.grl.kind}",
+        "selection_rule": cfg.selection.rule,
+        "seed": str(cfg.seed),
+        "git_commit": git_commit(),
+    }
+
+
+def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a report record (``epoch`` becomes the step)."""
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+class RunTracker:
+    """One MLflow run: create it, log epochs, attach artifacts, finish it."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        tracking_uri: Optional[str] = None,
+        parent_run_id: Optional[str] = None,
+        extra_tags: Optional[dict[str, str]] = None,
+        run_id: Optional[str] = None,
+    ):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        if run_id is not None:  # re-attach (a resumed trial)
+            self.run_id = run_id
+            return
+        experiment_id = ensure_experiment(self.client, cfg.tracking.experiment, self.tracking_uri)
+        tags = describe_tags(cfg) | (extra_tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(experiment_id, run_name=cfg.tracking.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in cfg.flat().items()}
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items()])
+        self.log_text(config_to_yaml(cfg), "config.yaml")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        self.log_metrics(numeric_metrics(record), step=int(record["epoch"]))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Finite values only; MLflow caps one batch at 1000 metrics."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in numeric_metrics(metrics).items()]
+        for start in range(0, len(items), 900):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 900])
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def ensure_experiment(client, name: str, tracking_uri: str) -> str:
+    """Get or create ``name``, with artifacts beside a local sqlite store."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = artifact_root_for(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkpoint_dir: Path, title: str) -> None:
+    """Checkpoints, history JSON and the history plot, at the end of a trial."""
+    from galaxy_da.checkpoint import BEST, LAST
+    from galaxy_da.plots import plot_history, save
+
+    for name in (BEST, LAST):
+        if (checkpoint_dir / name).is_file():
+            tracker.log_artifact(checkpoint_dir / name, "checkpoints")
+    tracker.log_text(json.dumps(history, indent=1, default=str), "history.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "training_history.png"
+        save(plot_history(history, title=title), path)
+        tracker.log_artifact(path, "plots")
+
+
+def download_checkpoint(run_id: str, which: str = "best", tracking_uri: Optional[str] = None) -> Path:
+    """Fetch ``checkpoints/<which>.pt`` of a run; a clear error when the run or file is missing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        raise LookupError(f"run {run_id!r} not found in {client.tracking_uri}: {exc.message}") from None
+    names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
+    if f"{which}.pt" not in names:
+        raise LookupError(f"run {run_id!r} has no checkpoints/{which}.pt (it has: {sorted(names) or 'no checkpoints'})")
+    target = Path(tempfile.mkdtemp(prefix="galaxy-da-run-"))
+    return Path(client.download_artifacts(run_id, f"checkpoints/{which}.pt", str(target)))
