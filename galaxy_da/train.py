@@ -163,7 +163,9 @@ def train(
     channels, height, _ = data.dataset.image_shape
     model = build_model(cfg.model, len(data.dataset.class_names), channels, height).to(device)
     objective = Objective(cfg, model.feature_dim, data.train_counts).to(device)
-    optimizer = build_optimizer(cfg.optim, list(model.parameters()) + objective.module_parameters(), objective.weight_parameters())
+    scales = [p for name, p in model.named_parameters() if name.endswith("class_scales")]
+    decayed = [p for p in model.parameters() if all(p is not s for s in scales)] + objective.module_parameters()
+    optimizer = build_optimizer(cfg.optim, decayed, objective.weight_parameters() + scales)
     source = BatchStream(data.source_train, cfg.data.batch_size, data.source_stats, cfg.seed * 2 + 1, cfg.data.augment, device)
     target = BatchStream(data.target_adapt, cfg.data.batch_size, data.target_stats, cfg.seed * 2 + 2, False, device)
     steps = cfg.optim.steps_per_epoch or max(1, len(source) // source.batch_size)

@@ -1,0 +1,44 @@
+"""Backbone registry: ``model.backbone`` -> encoder builder, and :func:`build_model`.
+
+Each entry builds an encoder ``x (B, C, H, W) -> features (B, D)`` from
+``(model_cfg, in_channels, image_size)``; the encoder states ``feature_dim = D``
+and ``head_hidden``, the hidden sizes of its classifier head. :func:`build_model`
+puts the head on top, so every model returns ``(logits (B, K), features (B, D))``.
+
+Importing this module does not import e2cnn (config validation imports it);
+the steerable builder imports e2cnn when it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from torch import nn
+
+from galaxy_da.models.cnn import build_cnn
+from galaxy_da.models.heads import ClassifierHead, EncoderClassifier
+from galaxy_da.models.resnet import build_resnet18
+from galaxy_da.models.steerable import build_steerable
+
+if TYPE_CHECKING:
+    from galaxy_da.config import ModelConfig
+
+BACKBONES: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
+    "cnn": build_cnn,
+    "steerable": build_steerable,
+    "resnet18": build_resnet18,
+}
+
+
+def build_model(model_cfg: ModelConfig, num_classes: int, in_channels: int, image_size: int) -> EncoderClassifier:
+    """The ``model.backbone`` encoder with its MLP head (dropout ``model.dropout``,
+    per-class logit scales when ``model.class_scales``).
+
+    ``model(x)`` maps ``x`` (B, in_channels, H, W) to ``(logits (B, num_classes), features (B, D))``
+    and ``model.feature_dim == D``.
+    """
+    encoder = BACKBONES[model_cfg.backbone](model_cfg, in_channels, image_size)
+    head = ClassifierHead(
+        encoder.feature_dim, encoder.head_hidden, num_classes, model_cfg.dropout, model_cfg.class_scales
+    )
+    return EncoderClassifier(encoder, head)
