@@ -149,6 +149,38 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- eval / report
+
+TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"
+
+
+def _configure_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", required=True, help="MLflow run id of a trained trial")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    parser.add_argument("--data", help="dataset path or URI (default: the one the run was trained on)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: %(default)s")
+    parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from galaxy_da.eval import run_command
+
+    return run_command(args)
+
+
+def _configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sweep", required=True, metavar="PARENT_RUN_ID", help="the sweep's parent MLflow run")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    parser.add_argument("--force", action="store_true", help="re-evaluate child runs that already hold eval/ metrics")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from galaxy_da.report import run_command
+
+    return run_command(args)
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -174,6 +206,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "validate": ("check every shard's sha256 against the manifest", _configure_dataset_arg, _run_validate),
     "summary": ("class counts per domain and split", _configure_dataset_arg, _run_summary),
     "train": ("train one trial and log it to MLflow", _configure_train, _run_train),
+    "eval": ("evaluate a run on the target domain; logs metrics and plots back to it", _configure_eval, _run_eval),
+    "report": ("evaluate a sweep's child runs; leaderboard, regrets and seed groups", _configure_report, _run_report),
     "demo": ("the main job on the embedded default dataset", _configure_demo, _run_demo),
 }
 

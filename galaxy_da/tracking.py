@@ -166,8 +166,11 @@ def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkp
         tracker.log_artifact(path, "plots")
 
 
-def download_checkpoint(run_id: str, which: str = "best", tracking_uri: Optional[str] = None) -> Path:
-    """Fetch ``checkpoints/<which>.pt`` of a run; a clear error when the run or file is missing."""
+def load_run_checkpoint(run_id: str, which: str = "best", tracking_uri: Optional[str] = None) -> dict[str, Any]:
+    """Fetch and load ``checkpoints/<which>.pt`` of a run (``weights_only``); the download is removed after.
+
+    A run or checkpoint that does not exist raises :class:`LookupError` with a clear message.
+    """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -179,5 +182,7 @@ def download_checkpoint(run_id: str, which: str = "best", tracking_uri: Optional
     names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
     if f"{which}.pt" not in names:
         raise LookupError(f"run {run_id!r} has no checkpoints/{which}.pt (it has: {sorted(names) or 'no checkpoints'})")
-    target = Path(tempfile.mkdtemp(prefix="galaxy-da-run-"))
-    return Path(client.download_artifacts(run_id, f"checkpoints/{which}.pt", str(target)))
+    from galaxy_da.checkpoint import load_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="galaxy-da-run-") as tmp:
+        return load_checkpoint(client.download_artifacts(run_id, f"checkpoints/{which}.pt", tmp))

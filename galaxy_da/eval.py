@@ -1,0 +1,381 @@
+"""Target-domain evaluation of one tracked run: ``python -m galaxy_da.eval --run-id RUN``.
+
+Everything is rebuilt from the run alone: the checkpoint (``checkpoints/best.pt``
+or ``last.pt``, loaded with ``weights_only=True``) carries the config, the class
+names, the image shape, the normalisation statistics and the dataset's path and
+manifest hash. ``--data`` points at another copy of the dataset; a manifest whose
+hash differs from the run's is a WARNING naming both hashes, not an error.
+
+Metrics (one flat ``dict[str, float]``, logged back to the run unless ``--no-log``):
+
+- ``eval/src_val/<m>``, ``eval/tgt_test/<m>``: :func:`~galaxy_da.metrics.classification_metrics`
+  on the labelled source ``val`` and target ``test`` splits;
+- ``eval/<split>/majority_{acc,macro_f1,balanced_acc}``: the trivial predictor that
+  always answers the majority class of the source ``train`` counts (manifest);
+- ``eval/domain/...``: linear domain probe (``probe_auc``, ``probe_balanced_acc``,
+  ``a_distance``), ``sinkhorn`` divergence and per-class ``centroid_dist/<class>``
+  between source-val and target-test features (the centroids read target labels);
+- ``eval/select/<rule>``: every label-free rule of :data:`~galaxy_da.selection.SELECTION_RULES`
+  on (source val, unlabelled target ``adapt``), as training scores a checkpoint;
+  ``eval/select/oracle``: the ORACLE (target test macro-F1), for analysis only.
+
+Figures go to the run's ``eval/plots/`` artifacts, with ``eval/metrics.json`` and
+``eval/summary.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from galaxy_da.config import TrialConfig, validate
+from galaxy_da.data.loader import ChannelStats
+from galaxy_da.data.reader import ShardDataset
+from galaxy_da.inference import predict, resolve_device
+from galaxy_da.metrics import (
+    class_centroid_distances,
+    classification_metrics,
+    confusion_matrix,
+    domain_probe,
+    majority_baseline,
+    sinkhorn_divergence,
+)
+from galaxy_da.models.registry import build_model
+from galaxy_da.selection import ORACLE, ORACLE_RULES, SELECTION_RULES, Predictions, SelectionInputs
+
+logger = logging.getLogger("galaxy_da.eval")
+
+# Evaluated labelled splits: metric prefix -> (domain, split).
+LABELLED_SPLITS = {"src_val": ("source", "val"), "tgt_test": ("target", "test")}
+SPLIT_TITLES = {"src_val": "source val", "tgt_test": "target test"}
+UNLABELLED_TARGET = ("target", "adapt")
+EVAL_METRIC = "eval/tgt_test/macro_f1"  # present once a run has been evaluated
+DOMAIN_PROBE_KEYS = {"auc": "probe_auc", "balanced_acc": "probe_balanced_acc", "a_distance": "a_distance"}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from its run's checkpoint, with what it was trained on."""
+
+    run_id: str
+    run_name: str
+    tracking_uri: str
+    cfg: TrialConfig
+    model: torch.nn.Module
+    class_names: list[str]
+    stats: dict[str, ChannelStats]  # per domain
+    manifest_hash: str
+    data_path: str
+    history: list[dict[str, Any]]
+    checkpoint: str
+    checkpoint_epoch: int
+
+
+def load_run(run_id: str, tracking_uri: Optional[str] = None, checkpoint: str = "best") -> LoadedRun:
+    """Download ``checkpoints/<checkpoint>.pt`` and rebuild the config and model (strict load)."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.tracking import default_tracking_uri, load_run_checkpoint
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    state = load_run_checkpoint(run_id, checkpoint, tracking_uri)
+    run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    cfg = validate(state["config"], source=f"run {run_id} checkpoint config")
+    channels, height, _ = state["image_shape"]
+    model = build_model(cfg.model, len(state["class_names"]), channels, height)
+    model.load_state_dict(state["model"], strict=True)
+    return LoadedRun(
+        run_id=run_id,
+        run_name=run.info.run_name or run_id[:8],
+        tracking_uri=tracking_uri,
+        cfg=cfg,
+        model=model,
+        class_names=list(state["class_names"]),
+        stats={domain: ChannelStats(tuple(s["mean"]), tuple(s["std"])) for domain, s in state["norm_stats"].items()},
+        manifest_hash=run.data.tags.get("data_manifest_hash") or state["data_manifest_hash"],
+        data_path=state["data_path"],
+        history=list(state["history"]),
+        checkpoint=checkpoint,
+        checkpoint_epoch=int(state["epoch"]),
+    )
+
+
+def open_dataset_for(run: LoadedRun, data: Optional[str] = None) -> ShardDataset:
+    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on."""
+    dataset = ShardDataset(data or run.data_path)
+    if dataset.manifest_hash != run.manifest_hash:
+        logger.warning(
+            "dataset %s has manifest sha256 %s, but run %s was trained on manifest sha256 %s; "
+            "the metrics describe a different dataset",
+            dataset.uri, dataset.manifest_hash, run.run_id, run.manifest_hash,
+        )
+    if dataset.class_names != run.class_names:
+        raise ValueError(f"dataset {dataset.uri} has classes {dataset.class_names}; the run was trained on {run.class_names}")
+    return dataset
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Evaluation:
+    """A run's predictions on the evaluated splits and every metric computed from them."""
+
+    run: LoadedRun
+    predictions: dict[str, Predictions]  # keys of LABELLED_SPLITS, plus "tgt_adapt" (unlabelled)
+    majority_class: str
+    metrics: dict[str, float]
+
+    @property
+    def title(self) -> str:
+        return f"{self.run.run_name} ({self.run.checkpoint}.pt, epoch {self.run.checkpoint_epoch})"
+
+
+def predict_splits(run: LoadedRun, dataset: ShardDataset) -> dict[str, Predictions]:
+    """Eval-mode outputs on source val, target test (labelled) and target adapt (unlabelled)."""
+    device = resolve_device(run.cfg.device)
+    model = run.model.to(device)
+    batch = run.cfg.data.eval_batch_size
+    view = dataset.evaluation_view()
+    outputs = {
+        prefix: predict(model, view.labelled(domain, split), run.stats[domain], batch, device)
+        for prefix, (domain, split) in LABELLED_SPLITS.items()
+    }
+    domain, split = UNLABELLED_TARGET
+    outputs["tgt_adapt"] = predict(model, view.target(split), run.stats[domain], batch, device)
+    return outputs
+
+
+def split_metrics(predictions: dict[str, Predictions], class_names: list[str], train_counts: list[int]) -> dict[str, float]:
+    """Classification metrics and the majority-class baseline of every labelled split."""
+    metrics: dict[str, float] = {}
+    for prefix in LABELLED_SPLITS:
+        outputs = predictions[prefix]
+        scores = classification_metrics(outputs.labels, outputs.probs, class_names)
+        baseline = majority_baseline(train_counts, outputs.labels, class_names)
+        metrics |= {f"eval/{prefix}/{key}": value for key, value in scores.items()}
+        metrics |= {f"eval/{prefix}/majority_{key}": baseline[key] for key in ("acc", "macro_f1", "balanced_acc")}
+    return metrics
+
+
+def domain_metrics(source: Predictions, target: Predictions, class_names: list[str]) -> dict[str, float]:
+    """How far apart source-val and target-test features are (probe, Sinkhorn, class centroids)."""
+    probe = domain_probe(source.features, target.features)
+    metrics = {f"eval/domain/{name}": probe[key] for key, name in DOMAIN_PROBE_KEYS.items()}
+    metrics["eval/domain/sinkhorn"] = sinkhorn_divergence(source.features, target.features)
+    centroids = class_centroid_distances(source.features, source.labels, target.features, target.labels, class_names)
+    metrics |= {f"eval/domain/{key}": value for key, value in centroids.items()}
+    return metrics
+
+
+def selection_scores(predictions: dict[str, Predictions]) -> dict[str, float]:
+    """Every label-free rule on (source val, target adapt), and the ORACLE on target test."""
+    label_free = SelectionInputs(source_val=predictions["src_val"], target=predictions["tgt_adapt"])
+    scores = {f"eval/select/{rule}": float(fn(label_free)) for rule, fn in SELECTION_RULES.items()}
+    with_oracle = SelectionInputs(predictions["src_val"], predictions["tgt_adapt"], target_test=predictions["tgt_test"])
+    scores |= {f"eval/select/{rule}": float(fn(with_oracle)) for rule, fn in ORACLE_RULES.items()}
+    return scores
+
+
+def evaluate_loaded(run: LoadedRun, dataset: ShardDataset) -> Evaluation:
+    predictions = predict_splits(run, dataset)
+    train_counts = dataset.counts("source", "train")
+    metrics = {"eval/checkpoint_epoch": float(run.checkpoint_epoch)}
+    metrics |= split_metrics(predictions, run.class_names, train_counts)
+    metrics |= domain_metrics(predictions["src_val"], predictions["tgt_test"], run.class_names)
+    metrics |= selection_scores(predictions)
+    majority = run.class_names[int(np.argmax(train_counts))]
+    return Evaluation(run, predictions, majority, metrics)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _split_title(evaluation: Evaluation, prefix: str) -> str:
+    return f"{evaluation.title}: {SPLIT_TITLES[prefix]}"
+
+
+def _confusions(evaluation: Evaluation, prefix: str) -> Figure:
+    from galaxy_da.plots import plot_confusions
+
+    outputs, names = evaluation.predictions[prefix], evaluation.run.class_names
+    cm = confusion_matrix(outputs.labels, outputs.probs.argmax(axis=1), len(names))
+    return plot_confusions(cm, names, _split_title(evaluation, prefix))
+
+
+def _reliability(evaluation: Evaluation, prefix: str) -> Figure:
+    from galaxy_da.plots import plot_reliability
+
+    outputs = evaluation.predictions[prefix]
+    return plot_reliability(outputs.labels, outputs.probs, title=_split_title(evaluation, prefix))
+
+
+def _roc_pr(evaluation: Evaluation, prefix: str) -> Figure:
+    from galaxy_da.plots import plot_roc_pr
+
+    outputs = evaluation.predictions[prefix]
+    return plot_roc_pr(outputs.labels, outputs.probs, evaluation.run.class_names, _split_title(evaluation, prefix))
+
+
+def _embedding(evaluation: Evaluation) -> Figure:
+    from galaxy_da.plots import plot_embedding
+
+    source, target = evaluation.predictions["src_val"], evaluation.predictions["tgt_test"]
+    return plot_embedding(
+        source.features, target.features, source.labels, target.labels, evaluation.run.class_names,
+        f"{evaluation.title}: t-SNE of source val and target test features",
+    )
+
+
+def _per_class_recall(evaluation: Evaluation) -> Figure:
+    from galaxy_da.plots import plot_per_class_recall
+
+    def recalls(prefix: str) -> dict[str, float]:
+        return {name: evaluation.metrics[f"eval/{prefix}/recall/{name}"] for name in evaluation.run.class_names}
+
+    return plot_per_class_recall(
+        recalls("src_val"), recalls("tgt_test"), evaluation.run.class_names, f"{evaluation.run.run_name} ({evaluation.run.checkpoint}.pt)"
+    )
+
+
+def _history(evaluation: Evaluation) -> Figure:
+    from galaxy_da.plots import plot_history
+
+    return plot_history(evaluation.run.history, f"{evaluation.run.run_name}: training history")
+
+
+SPLIT_FIGURES: dict[str, Callable[[Evaluation, str], Figure]] = {
+    "confusion": _confusions,
+    "reliability": _reliability,
+    "roc_pr": _roc_pr,
+}
+RUN_FIGURES: dict[str, Callable[[Evaluation], Figure]] = {
+    "embedding": _embedding,
+    "per_class_recall": _per_class_recall,
+    "training_history": _history,
+}
+
+
+def write_figures(evaluation: Evaluation, folder: Path) -> list[Path]:
+    """Every figure of :data:`SPLIT_FIGURES` (per labelled split) and :data:`RUN_FIGURES` as PNG."""
+    from galaxy_da.plots import save
+
+    paths = [
+        save(make(evaluation, prefix), folder / f"{name}_{prefix}.png")
+        for name, make in SPLIT_FIGURES.items()
+        for prefix in LABELLED_SPLITS
+    ]
+    return paths + [save(make(evaluation), folder / f"{name}.png") for name, make in RUN_FIGURES.items()]
+
+
+# --------------------------------------------------------------------------- summary and logging
+
+
+SUMMARY_ROWS = ("acc", "balanced_acc", "macro_f1", "roc_auc_macro", "auprc_macro", "ece_15", "brier")
+
+
+def _cell(value: Optional[float]) -> str:
+    return f"{value:>12.4f}" if value is not None else f"{'':>12}"
+
+
+def format_summary(evaluation: Evaluation) -> str:
+    """A readable table: metric rows; source val, target test and majority-on-target-test columns."""
+    metrics, names = evaluation.metrics, evaluation.run.class_names
+    rows = list(SUMMARY_ROWS[:3]) + [f"recall/{n}" for n in names] + [f"precision/{n}" for n in names] + list(SUMMARY_ROWS[3:])
+    majority_header = f"majority ({evaluation.majority_class})"
+    lines = [
+        f"run {evaluation.run.run_id}: {evaluation.title}",
+        f"{'metric':<22}{'source val':>12}{'target test':>12}  {majority_header}",
+    ]
+    for row in rows:
+        majority = metrics.get(f"eval/tgt_test/majority_{row}")
+        lines.append(f"{row:<22}{_cell(metrics[f'eval/src_val/{row}'])}{_cell(metrics[f'eval/tgt_test/{row}'])}  {_cell(majority)}")
+    lines.append("domain gap (source val vs target test features):")
+    lines += [f"  {key.removeprefix('eval/domain/'):<20}{value:>12.4f}" for key, value in metrics.items() if key.startswith("eval/domain/")]
+    lines.append("selection scores of this checkpoint (higher = better):")
+    for key, value in metrics.items():
+        if key.startswith("eval/select/"):
+            rule = key.removeprefix("eval/select/")
+            flag = "  <- ORACLE: reads target test labels, analysis only" if rule == ORACLE else "  (label-free)"
+            lines.append(f"  {rule:<20}{value:>12.4f}{flag}")
+    return "\n".join(lines)
+
+
+def json_ready(metrics: dict[str, float]) -> dict[str, Optional[float]]:
+    """NaN and infinities become ``null`` so the file is strict JSON."""
+    return {key: value if math.isfinite(value) else None for key, value in metrics.items()}
+
+
+def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) -> None:
+    """Metrics, tags, plots, ``metrics.json`` and ``summary.txt`` into the run, under ``eval/``."""
+    from galaxy_da.tracking import RunTracker
+
+    run = evaluation.run
+    tracker = RunTracker(run.cfg, tracking_uri=run.tracking_uri, run_id=run.run_id)
+    tracker.log_metrics(evaluation.metrics)
+    tracker.set_tags({
+        "eval.checkpoint": run.checkpoint,
+        "eval.data_path": dataset.uri,
+        "eval.data_manifest_hash": dataset.manifest_hash,
+    })
+    tracker.log_text(json.dumps(json_ready(evaluation.metrics), indent=1), "eval/metrics.json")
+    tracker.log_text(summary + "\n", "eval/summary.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in write_figures(evaluation, Path(tmp)):
+            tracker.log_artifact(path, "eval/plots")
+
+
+def evaluate_run(
+    run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True
+) -> dict[str, float]:
+    """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
+
+    Logs metrics and figures back to the run unless ``log`` is False. Raises
+    ``LookupError`` for an unknown run or a run without that checkpoint.
+    """
+    run = load_run(run_id, tracking_uri, checkpoint)
+    dataset = open_dataset_for(run, data)
+    evaluation = evaluate_loaded(run, dataset)
+    summary = format_summary(evaluation)
+    print(summary, flush=True)
+    if log:
+        log_evaluation(evaluation, dataset, summary)
+    return evaluation.metrics
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``galaxy-da eval``: the flags are declared in :mod:`galaxy_da.cli`."""
+    logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
+    metrics = evaluate_run(args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(json_ready(metrics), indent=1))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m galaxy_da.eval ...`` is ``galaxy-da eval ...`` (same flags, same error handling)."""
+    from galaxy_da.cli import main as cli_main
+
+    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""A sweep's evaluation report: ``galaxy-da report --sweep PARENT_RUN_ID``.
+
+Every child run of the parent is evaluated with :func:`galaxy_da.eval.evaluate_run`
+(runs that already hold ``eval/`` metrics are read back, unless ``--force``), and
+the parent run receives, under ``report/``:
+
+- ``leaderboard.md`` / ``leaderboard.csv``: one row per child run (run, name,
+  backbone, method, top-k, schedule, seed), its label-free selection scores per
+  rule, the ORACLE target test macro-F1 and target acc / balanced acc, source val acc;
+  rows sorted by the sweep's own label-free selection rule;
+- ``groups.csv``: runs sharing ``config_hash_noseed`` (the same config, several
+  seeds) with n, mean, standard deviation and the 95% t-interval of target
+  macro-F1 and accuracy;
+- ``score_vs_oracle.png``: each rule's score against the oracle macro-F1;
+- metrics ``report/regret/<rule>``: ``max_r F1(r) - F1(argmax_r score_rule(r))``,
+  the target macro-F1 lost by selecting with that rule instead of the oracle (>= 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from scipy import stats
+
+from galaxy_da.eval import EVAL_METRIC, evaluate_run
+from galaxy_da.selection import ORACLE, SELECTION_RULES
+
+TAG_COLUMNS = ("backbone", "method", "topk", "schedule", "seed")
+GROUP_TAG = "config_hash_noseed"
+ORACLE_COLUMN = f"{ORACLE}: tgt_test macro_f1"
+# Leaderboard column -> the eval metric it shows.
+METRIC_COLUMNS = {
+    **{f"select/{rule}": f"eval/select/{rule}" for rule in SELECTION_RULES},
+    ORACLE_COLUMN: f"eval/select/{ORACLE}",
+    "tgt_test acc": "eval/tgt_test/acc",
+    "tgt_test balanced_acc": "eval/tgt_test/balanced_acc",
+    "src_val acc": "eval/src_val/acc",
+}
+GROUP_METRICS = {"tgt_test macro_f1": "eval/tgt_test/macro_f1", "tgt_test acc": "eval/tgt_test/acc"}
+BASELINE_METRICS = ("eval/tgt_test/majority_acc", "eval/tgt_test/majority_macro_f1", "eval/tgt_test/majority_balanced_acc")
+CONFIDENCE = 0.95
+
+
+@dataclass
+class SweepReport:
+    parent_run_id: str
+    rows: list[dict[str, Any]]  # leaderboard, sorted by ``sort_rule``
+    groups: list[dict[str, Any]]
+    regret: dict[str, float]  # rule -> oracle macro-F1 regret
+    sort_rule: str
+    skipped: dict[str, str]  # child run id -> why it has no evaluation
+    baseline: dict[str, float]  # majority-class predictor on target test
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str, float]:
+    """n, mean, sample std (ddof 1) and the t-interval ``mean +- t_{(1+c)/2, n-1} std / sqrt(n)``.
+
+    ``std`` and the interval are NaN for n < 2 (one seed says nothing about spread).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    if n < 2:
+        return {"n": n, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    std = float(values.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def selection_regret(rows: list[dict[str, Any]], rule_column: str) -> float:
+    """``max_r oracle(r) - oracle(argmax_r rule(r))`` over rows where both are finite; NaN if none."""
+    scored = [r for r in rows if math.isfinite(r[rule_column]) and math.isfinite(r[ORACLE_COLUMN])]
+    if not scored:
+        return math.nan
+    picked = max(scored, key=lambda r: r[rule_column])
+    return max(r[ORACLE_COLUMN] for r in scored) - picked[ORACLE_COLUMN]
+
+
+def seed_groups(rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """One entry per ``config_hash_noseed``: its tags, seeds and :func:`mean_interval` of each group metric."""
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        members[row[GROUP_TAG]].append(row)
+    groups = []
+    for key, group_rows in members.items():
+        entry = {GROUP_TAG: key, **{tag: group_rows[0][tag] for tag in TAG_COLUMNS if tag != "seed"}}
+        entry["seeds"] = " ".join(sorted(r["seed"] for r in group_rows))
+        for name, metric in GROUP_METRICS.items():
+            summary = mean_interval([metrics[r["run_id"]].get(metric, math.nan) for r in group_rows])
+            entry["n"] = summary.pop("n")
+            entry |= {f"{name} {stat}": value for stat, value in summary.items()}
+        groups.append(entry)
+    return sorted(groups, key=lambda g: -g["tgt_test macro_f1 mean"] if math.isfinite(g["tgt_test macro_f1 mean"]) else math.inf)
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def evaluated_metrics(client, run, tracking_uri: str, force: bool) -> dict[str, float]:
+    """The child run's ``eval/`` metrics: read back if present (and not ``force``), else computed and logged."""
+    if not force and EVAL_METRIC in run.data.metrics:
+        return {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+    return evaluate_run(run.info.run_id, tracking_uri=tracking_uri, log=True)
+
+
+def leaderboard_row(run, metrics: dict[str, float]) -> dict[str, Any]:
+    tags = run.data.tags
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name or "",
+        **{tag: tags.get(tag, "") for tag in TAG_COLUMNS},
+        GROUP_TAG: tags.get(GROUP_TAG, run.info.run_id),
+        **{column: metrics.get(metric, math.nan) for column, metric in METRIC_COLUMNS.items()},
+    }
+
+
+def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: bool = False) -> SweepReport:
+    """Evaluate every child run of ``parent_run_id`` and assemble leaderboard, groups and regrets."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.sweep_report import child_runs
+    from galaxy_da.tracking import default_tracking_uri
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException as exc:
+        raise LookupError(f"sweep parent run {parent_run_id!r} not found in {tracking_uri}: {exc.message}") from None
+    children = child_runs(client, parent.info.experiment_id, parent_run_id)
+    if not children:
+        raise LookupError(f"run {parent_run_id!r} has no child runs (tag mlflow.parentRunId); is it a sweep's parent run?")
+    rows, metrics, skipped = [], {}, {}
+    for run in children:
+        try:
+            metrics[run.info.run_id] = evaluated_metrics(client, run, tracking_uri, force)
+        except LookupError as exc:  # a failed or pruned trial without a checkpoint
+            skipped[run.info.run_id] = str(exc)
+            continue
+        rows.append(leaderboard_row(run, metrics[run.info.run_id]))
+    sort_rule = children[0].data.tags.get("selection_rule", "src_val")
+    sort_column = f"select/{sort_rule}"
+    rows.sort(key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
+    regret = {rule: selection_regret(rows, f"select/{rule}") for rule in SELECTION_RULES}
+    first = next(iter(metrics.values()), {})
+    baseline = {key: first.get(key, math.nan) for key in BASELINE_METRICS}
+    return SweepReport(parent_run_id, rows, seed_groups(rows, metrics), regret, sort_rule, skipped, baseline)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["run_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def leaderboard_columns() -> list[str]:
+    return ["run_id", "run_name", *TAG_COLUMNS, *METRIC_COLUMNS]
+
+
+def to_markdown(report: SweepReport) -> str:
+    baseline = ", ".join(f"{k.removeprefix('eval/tgt_test/majority_')} {v:.4f}" for k, v in report.baseline.items())
+    regret_rows = [{"rule": rule, "regret (oracle macro-F1 lost)": value} for rule, value in report.regret.items()]
+    group_columns = list(report.groups[0]) if report.groups else [GROUP_TAG]
+    sections = [
+        f"# Sweep report: parent run {report.parent_run_id}",
+        f"{len(report.rows)} evaluated child runs, sorted by the sweep's label-free rule `{report.sort_rule}`. "
+        f"The `{ORACLE_COLUMN}` column is the ORACLE: it reads target test labels and is for analysis only; "
+        "it never selects a run.",
+        f"Majority-class predictor on target test: {baseline}.",
+        "## Leaderboard",
+        markdown_table(report.rows, leaderboard_columns()),
+        "## Regret of each label-free rule",
+        "regret = oracle macro-F1 of the best run - oracle macro-F1 of the run the rule picks (0 = the rule picks the best run).",
+        markdown_table(regret_rows, ["rule", "regret (oracle macro-F1 lost)"]),
+        f"## Seed groups (same `{GROUP_TAG}`): mean, std and {CONFIDENCE:.0%} t-interval",
+        markdown_table(report.groups, group_columns),
+    ]
+    if report.skipped:
+        sections += ["## Child runs without an evaluation", *(f"- {run}: {why}" for run, why in report.skipped.items())]
+    return "\n\n".join(sections) + "\n"
+
+
+def score_vs_oracle_figure(report: SweepReport):
+    from galaxy_da.plots import plot_score_vs_oracle
+
+    scores = {rule: [row[f"select/{rule}"] for row in report.rows] for rule in SELECTION_RULES}
+    oracle = [row[ORACLE_COLUMN] for row in report.rows]
+    return plot_score_vs_oracle(scores, oracle, f"sweep {report.parent_run_id[:8]}: label-free score vs ORACLE")
+
+
+def log_report(report: SweepReport, tracking_uri: Optional[str] = None) -> None:
+    """Leaderboard, groups, figure and regret metrics into the parent run, under ``report/``."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.plots import save
+    from galaxy_da.tracking import default_tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    run_id = report.parent_run_id
+    client.log_text(run_id, to_markdown(report), "report/leaderboard.md")
+    client.log_text(run_id, csv_text([{c: row[c] for c in leaderboard_columns()} for row in report.rows]), "report/leaderboard.csv")
+    client.log_text(run_id, csv_text(report.groups), "report/groups.csv")
+    finite = {f"report/regret/{rule}": value for rule, value in report.regret.items() if math.isfinite(value)}
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in finite.items()])
+    if report.rows:
+        with tempfile.TemporaryDirectory() as tmp:
+            client.log_artifact(run_id, str(save(score_vs_oracle_figure(report), Path(tmp) / "score_vs_oracle.png")), "report")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``galaxy-da report``: the flags are declared in :mod:`galaxy_da.cli`."""
+    report = build_report(args.sweep, args.tracking_uri, force=args.force)
+    log_report(report, args.tracking_uri)
+    print(to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    from galaxy_da.cli import main as cli_main
+
+    sys.exit(cli_main(["report", *sys.argv[1:]]))
