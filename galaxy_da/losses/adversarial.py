@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galaxy_da.losses.features import prepare_features
+
 if TYPE_CHECKING:
     from galaxy_da.config import AlignConfig
 
@@ -71,8 +73,7 @@ class DANNLoss(nn.Module):
         self.diagnostics: dict[str, float] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
-        if self.normalize_features:
-            source, target = F.normalize(source, dim=1), F.normalize(target, dim=1)
+        source, target = prepare_features(source, target, self.normalize_features)
         features = GradientReversal.apply(torch.cat([source, target]), grl_strength)
         logits = self.discriminator(features).squeeze(1)
         source_logits, target_logits = logits[: len(source)], logits[len(source) :]

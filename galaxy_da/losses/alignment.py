@@ -21,11 +21,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from geomloss import SamplesLoss
 from torch import nn
 
 from galaxy_da.losses.adversarial import DANNLoss
+from galaxy_da.losses.features import prepare_features
 from galaxy_da.losses.topk_ot import TopKOTLoss
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class GeomLossAlignment(nn.Module):
         self.diagnostics: dict[str, float] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
-        if self.normalize_features:
-            source, target = F.normalize(source, dim=1), F.normalize(target, dim=1)
+        source, target = prepare_features(source, target, self.normalize_features)
         points = torch.cat([source, target]).detach()
         diameter = max(float((points.max(0).values - points.min(0).values).norm()), blur)
         divergence = SamplesLoss(

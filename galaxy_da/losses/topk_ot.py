@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galaxy_da.losses.features import prepare_features
+
 if TYPE_CHECKING:
     from galaxy_da.config import AlignConfig
 
@@ -147,7 +149,6 @@ class TopKOTLoss(nn.Module):
         self.diagnostics: dict[str, float] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
-        if self.normalize_features:
-            source, target = F.normalize(source, dim=1), F.normalize(target, dim=1)
+        source, target = prepare_features(source, target, self.normalize_features)
         loss, self.diagnostics = topk_ot_loss(source, target, **self.options)
         return loss
