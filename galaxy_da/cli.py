@@ -184,12 +184,39 @@ def _run_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- demo
 
 
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+def _configure_sweep(parser: argparse.ArgumentParser) -> None:
+    names = sorted(p.stem for p in SWEEPS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    parser.add_argument("sweep", help=f"a sweep in sweeps/ ({', '.join(names)}) or a path to a sweep script")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the sweep's own flags, e.g. --smoke-test --num-samples 8")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(args.sweep) if args.sweep.endswith(".py") else SWEEPS_DIR / f"{args.sweep}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script}: no such sweep script")
+    sys.argv = [str(script), *args.args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-sweep", action="store_true", help="stop after the dataset summary")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    """Render (or reuse) the synthetic benchmark, summarise it, run a small local top-k sweep into mlflow/."""
+    import time
+
     from galaxy_da.data import synth
 
     if not (Path(args.data) / "manifest.json").is_file():
@@ -197,7 +224,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     else:
         print(f"{args.data} exists; reusing it (delete it or run `galaxy-da synth --overwrite` to regenerate)")
     print(dataset_summary(args.data))
-    return 0
+    if args.no_sweep:
+        return 0
+    name = time.strftime("demo-topk-%Y%m%d-%H%M%S")
+    print(f"\nlocal sweep {name}: sweeps/topk.py --smoke-test on {args.data} (a few tiny trials; MLflow store mlflow/)")
+    status = _run_sweep(argparse.Namespace(sweep="topk", args=["--smoke-test", "--data", args.data, "--name", name]))
+    print("\ncompare the runs:  mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db")
+    return status
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -208,6 +241,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train one trial and log it to MLflow", _configure_train, _run_train),
     "eval": ("evaluate a run on the target domain; logs metrics and plots back to it", _configure_eval, _run_eval),
     "report": ("evaluate a sweep's child runs; leaderboard, regrets and seed groups", _configure_report, _run_report),
+    "sweep": ("run a sweep script (sweeps/<name>.py) locally or on the running Ray cluster", _configure_sweep, _run_sweep),
     "demo": ("the main job on the embedded default dataset", _configure_demo, _run_demo),
 }
 

@@ -233,14 +233,16 @@ class TrialConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
     def hash(self) -> str:
-        """sha256 (first 16 hex digits) of the canonical JSON; key order never matters."""
-        return config_hash(self.model_dump(mode="json"))
+        """sha256 (first 16 hex digits) of the canonical JSON of what the trial computes.
+
+        Key order never matters, and the ``tracking`` section (where the run is
+        logged, what it is called) is left out: it does not change the trial.
+        """
+        return config_hash(self.model_dump(mode="json", exclude={"tracking"}))
 
     def hash_without_seed(self) -> str:
         """Groups runs that differ only in their seed."""
-        payload = self.model_dump(mode="json")
-        payload.pop("seed")
-        return config_hash(payload)
+        return config_hash(self.model_dump(mode="json", exclude={"tracking", "seed"}))
 
     def flat(self) -> dict[str, Any]:
         """``{"align.topk": 5, ...}``: the dotted view used for MLflow params and sweeps."""

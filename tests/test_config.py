@@ -59,6 +59,7 @@ def test_hash_ignores_key_order_and_tracks_values(tmp_path):
     assert load_config(a).hash() == load_config(b).hash()
     assert load_config(a).hash() != load_config(a, ["seed=4"]).hash()
     assert load_config(a).hash_without_seed() == load_config(a, ["seed=4"]).hash_without_seed()
+    assert load_config(a).hash() == load_config(a, ["tracking.experiment=elsewhere", "tracking.run_name=x"]).hash()
 
 
 def test_hash_is_stable_across_processes():

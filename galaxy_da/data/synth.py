@@ -77,16 +77,16 @@ class TargetParams(DomainParams):
     """SDSS-like cutouts: smaller, fainter galaxies behind PSF and sky noise; one fixed Lupton scale."""
 
     class_counts: tuple[int, ...] = (353, 215, 2000)
-    half_light_radius: tuple[float, float] = (0.035, 0.1)
+    half_light_radius: tuple[float, float] = (0.045, 0.11)
     elliptical_sersic_n: tuple[float, float] = (3.0, 4.5)
     bulge_sersic_n: tuple[float, float] = (1.5, 3.5)
     psf_fwhm_arcsec: tuple[float, float] = (1.2, 1.6)
     sky_electrons: tuple[float, float, float] = (90.0, 150.0, 230.0)  # g, r, i per pixel
     read_noise_electrons: float = 5.0
-    flux_electrons: tuple[float, float] = (3000.0, 80000.0)  # r-band total, log-uniform
+    flux_electrons: tuple[float, float] = (15000.0, 300000.0)  # r-band total, log-uniform
     band_weights: tuple[float, float, float] = (1.4, 1.0, 0.95)  # g, r, i before the Lupton stretch
-    lupton_softening: float = 30.0  # electrons
-    lupton_white: float = 1500.0  # electrons of mean-band intensity that map to full scale
+    lupton_softening: float = 60.0  # electrons, about 5 sky sigmas in r
+    lupton_white: float = 8000.0  # electrons of mean-band intensity that map to full scale
 
 
 @dataclass(frozen=True)

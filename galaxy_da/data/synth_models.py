@@ -37,23 +37,23 @@ YOUNG_BLUE = np.array([1.45, 1.0, 0.80])
 class MorphologyParams:
     """Class-model knobs, shared by both domains (fractions are probabilities or flux shares)."""
 
-    disky_elliptical_fraction: float = 0.35
-    elliptical_disk_share: tuple[float, float] = (0.1, 0.45)
-    elliptical_axis_ratio: tuple[float, float] = (0.5, 1.0)
-    spiral_bulge_share: tuple[float, float] = (0.0, 0.6)
+    disky_elliptical_fraction: float = 0.5
+    elliptical_disk_share: tuple[float, float] = (0.15, 0.6)
+    elliptical_axis_ratio: tuple[float, float] = (0.35, 1.0)
+    spiral_bulge_share: tuple[float, float] = (0.05, 0.7)
     spiral_arm_share: tuple[float, float] = (0.25, 0.7)
-    weak_arm_fraction: float = 0.3
-    weak_arm_share: tuple[float, float] = (0.02, 0.15)
+    weak_arm_fraction: float = 0.45
+    weak_arm_share: tuple[float, float] = (0.0, 0.1)
     spiral_pitch_deg: tuple[float, float] = (10.0, 30.0)
     disk_intrinsic_thickness: float = 0.12
     disturbed_spiral_fraction: float = 0.2
     irregular_shear: tuple[float, float] = (0.05, 0.45)
     irregular_knots: tuple[int, int] = (8, 30)
-    irregular_knot_share: tuple[float, float] = (0.15, 0.55)
+    irregular_knot_share: tuple[float, float] = (0.1, 0.45)
     irregular_clumps: tuple[int, int] = (1, 3)
     irregular_clump_share: tuple[float, float] = (0.05, 0.2)
     armed_irregular_fraction: float = 0.25
-    colour_jitter: float = 0.12  # lognormal sigma of each band's flux
+    colour_jitter: float = 0.2  # lognormal sigma of each band's flux
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def elliptical(rng: np.random.Generator, scale: GalaxyScale, p: MorphologyParams
 
 def spiral(rng: np.random.Generator, scale: GalaxyScale, p: MorphologyParams) -> Galaxy:
     """Sérsic bulge + inclined exponential disk + log-spiral arms and arm knots (some weak, some disturbed)."""
-    hlr = _log_uniform(rng, scale.half_light_radius) * 1.2
+    hlr = _log_uniform(rng, scale.half_light_radius)
     bulge_n = _sersic_n(rng, scale.bulge_sersic_n)
     bulge_share = _uniform(rng, p.spiral_bulge_share)
     weak = rng.uniform() < p.weak_arm_fraction

@@ -1,0 +1,91 @@
+"""A sweep's leaderboard, read back from its MLflow child runs, and the score-per-trial plot.
+
+Reading MLflow (not Ray's result objects) makes the leaderboard identical after a
+resume, and for trials ASHA stopped early. One row per child run: its Ray trial
+id, the MLflow run id, status, the varied values (tags ``sweep.<path>``), the
+epochs trained, the best epoch and its label-free score (``best/epoch``,
+``best/score``: the selection rule's running best over post-warm-up epochs).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+TRIAL_TAG = "ray_trial_id"
+VARIED_TAG_PREFIX = "sweep."
+EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
+
+
+def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
+    """Live (not deleted) child runs of ``parent_run_id``, oldest first."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000,
+    )
+    return sorted(runs, key=lambda run: run.info.start_time)
+
+
+def leaderboard(client, experiment_id: str, parent_run_id: str, varied: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows sorted by score, best first (trials without a score last)."""
+    rows = []
+    for order, run in enumerate(child_runs(client, experiment_id, parent_run_id)):
+        metrics = run.data.metrics
+        best_epoch = metrics.get("best/epoch", math.nan)
+        rows.append({
+            "order": order,
+            "trial": run.data.tags.get(TRIAL_TAG, ""),
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            **{path: run.data.tags.get(VARIED_TAG_PREFIX + path, "") for path in varied},
+            "epochs": len(client.get_metric_history(run.info.run_id, EPOCH_METRIC)),
+            "best_epoch": int(best_epoch) if math.isfinite(best_epoch) else None,
+            "score": metrics.get("best/score", math.nan),
+        })
+    return sorted(rows, key=lambda row: (not math.isfinite(row["score"]), -row["score"] if math.isfinite(row["score"]) else 0))
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def to_markdown(rows: list[dict[str, Any]], rule: str) -> str:
+    """A GitHub-flavoured table; the score column is named after the selection rule."""
+    if not rows:
+        return "_no trials_\n"
+    columns = [c for c in rows[0] if c != "order"]
+    header = [("score (" + rule + ")") if c == "score" else c for c in columns]
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+    lines = ["| rank | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {rank} | " + " | ".join(cell(row[c]) for c in columns) + " |" for rank, row in enumerate(rows, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep_scores(rows: list[dict[str, Any]], rule: str, title: str) -> Figure:
+    """The label-free score of each trial in start order, with the running best (higher = better)."""
+    ordered = sorted(rows, key=lambda row: row["order"])
+    scores = np.array([row["score"] for row in ordered], dtype=np.float64)
+    trials = np.arange(1, len(scores) + 1)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    stopped = np.array([row["status"] != "FINISHED" or row["epochs"] < max(r["epochs"] for r in ordered) for row in ordered]) if ordered else np.array([], bool)
+    ax.scatter(trials[~stopped], scores[~stopped], s=28, label="trial (all epochs)")
+    ax.scatter(trials[stopped], scores[stopped], s=28, marker="x", c="tab:grey", label="trial (stopped early or failed)")
+    if np.isfinite(scores).any():
+        running = np.fmax.accumulate(np.where(np.isfinite(scores), scores, -np.inf))
+        ax.step(trials, np.where(np.isfinite(running), running, np.nan), where="post", c="tab:red", label="best so far")
+    ax.set(xlabel="trial (start order)", ylabel=f"best {rule} score (label-free)")
+    ax.legend(fontsize=8, loc="best")
+    return fig

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's MLflow tracking server.
+#
+#   mlflow/serve.sh                    # the local store mlflow/mlflow.db, artifacts in mlflow/artifacts, on 127.0.0.1:5000
+#   PORT=5001 HOST=0.0.0.0 mlflow/serve.sh
+#   mlflow/serve.sh --backend-store-uri postgresql://user@db/mlflow --artifacts-destination s3://bucket/galaxy-da/mlflow
+#
+# Extra arguments replace the defaults. Sweeps start their own server on a free
+# port for their duration (galaxy_da/mlflow_server.py) when the tracking URI is a
+# local sqlite file; run this one to browse results, or as the one shared server
+# of a cluster (then with --artifacts-destination on shared storage: the server
+# proxies artifacts, so nodes need no access to the store's folder) and set
+# MLFLOW_TRACKING_URI=http://<host>:<port> on every node.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+mlflow_bin="$(command -v mlflow || echo "$here/../.venv/bin/mlflow")"
+# Without this, mlflow 3.17 starts ~10 job-execution workers that ignore SIGTERM.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+if [ "$#" -gt 0 ]; then
+  exec "$mlflow_bin" server --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}" --workers "${WORKERS:-1}" "$@"
+fi
+mkdir -p "$here/artifacts"
+exec "$mlflow_bin" server \
+  --backend-store-uri "sqlite:///$here/mlflow.db" \
+  --default-artifact-root "file://$here/artifacts" \
+  --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}" --workers "${WORKERS:-1}"

@@ -1,0 +1,103 @@
+"""The sweep scripts: their spaces validate, and an interrupted sweep resumes without rerunning trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from galaxy_da import search_space
+from galaxy_da.config import load_config
+from galaxy_da.sweep_cli import DEFAULT_CONFIG, SMOKE_OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "sweeps").glob("[!_]*.py"))
+
+
+def load_sweep(path: Path) -> dict:
+    namespace: dict = {"__name__": "sweep_under_test"}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace
+
+
+def test_there_are_the_three_sweeps():
+    assert {p.stem for p in SWEEPS} >= {"topk", "backbones", "schedules"}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_value_of_every_sweep_gives_a_valid_config(path):
+    sweep = load_sweep(path)
+    base = load_config(DEFAULT_CONFIG).model_dump(mode="json")
+    for space in filter(None, (sweep["SPACE"], sweep.get("SMOKE_SPACE"))):
+        search_space.check_space(base, space)
+        assert set(search_space.to_tune(space)) == set(space)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_sweep_documents_the_shared_flags(path):
+    out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--smoke-test", "--resume", "--tracking-uri", "--num-samples", "--data", "--max-concurrent", "--storage-path"):
+        assert flag in out.stdout
+
+
+def child_runs(db: Path) -> list[tuple[str, str]]:
+    """(run id, status) of the live child runs in the store."""
+    if not db.is_file():
+        return []
+    query = (
+        "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE t.key = 'mlflow.parentRunId' AND r.lifecycle_stage = 'active'"
+    )
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute(query).fetchall()
+    except sqlite3.OperationalError:  # the server is still creating the schema
+        return []
+
+
+def epoch_steps(db: Path, run_id: str) -> list[int]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT step FROM metrics WHERE run_uuid = ? AND key = 'train/loss' ORDER BY step", (run_id,)).fetchall()
+    return [step for (step,) in rows]
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(toy_dataset, tmp_path):
+    db = tmp_path / "mlflow" / "mlflow.db"
+    command = [
+        sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--data", str(toy_dataset),
+        "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "ray"), "--max-concurrent", "1",
+        "--num-cpus", "1", "optim.epochs=3", "optim.steps_per_epoch=2",
+    ]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not any(status == "FINISHED" for _, status in child_runs(db)):
+        assert first.poll() is None and time.monotonic() < deadline, "the sweep ended before any trial finished"
+        time.sleep(1)
+    finished_before = {run for run, status in child_runs(db) if status == "FINISHED"}
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = first.communicate(timeout=120)
+    interrupted = json.loads(output.strip().splitlines()[-1])
+    assert first.returncode == 130 and interrupted["complete"] is False, output[-3000:]
+
+    second = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["parent_run_id"] == interrupted["parent_run_id"]
+
+    runs = child_runs(db)
+    assert len(runs) == 3 == summary["trials"]  # exactly one child run per trial
+    assert all(status == "FINISHED" for _, status in runs)
+    for run in finished_before:
+        assert epoch_steps(db, run) == [0, 1, 2]  # not run again: no epoch logged twice
+    trial_dirs = sorted((tmp_path / "ray" / "topk-smoke").glob("trial_*"))
+    assert len(trial_dirs) == 3

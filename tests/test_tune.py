@@ -1,0 +1,188 @@
+"""The sweep layer: search spaces, resources, the MLflow server, and real local Ray sweeps."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from galaxy_da import search_space
+from galaxy_da.config import ConfigError, TrialConfig, load_config
+from galaxy_da.mlflow_server import tracking_server
+from galaxy_da.tracking import numeric_metrics
+
+SMALL = {
+    "model.width": 4, "data.batch_size": 16, "optim.epochs": 2, "optim.warmup_epochs": 0,
+    "optim.steps_per_epoch": 2, "align.method": "laplacian", "data.eval_batch_size": 64,
+}
+
+
+def small_config(data: Path, experiment: str, **extra) -> TrialConfig:
+    return load_config(None, {**SMALL, "data.path": str(data), "tracking.experiment": experiment, **extra})
+
+
+# --------------------------------------------------------------------------- search space (no Ray)
+
+
+def test_named_choice_merges_into_its_section_and_plain_values_pass_through():
+    space = {
+        "schedules.align_weight": {"choice": {"ramp": {"kind": "linear", "start": 0.0, "end": 0.5}}},
+        "align.topk": {"choice": [1, 5]},
+        "optim.lr": {"loguniform": [1e-4, 1e-2]},
+    }
+    cfg = search_space.trial_config(TrialConfig().model_dump(mode="json"), space, {"schedules.align_weight": "ramp", "align.topk": 5, "optim.lr": 3e-3})
+    assert (cfg.schedules.align_weight.kind, cfg.schedules.align_weight.end, cfg.align.topk, cfg.optim.lr) == ("linear", 0.5, 5, 3e-3)
+    assert cfg.schedules.align_weight.rate == TrialConfig().schedules.align_weight.rate  # untouched field keeps its base value
+
+
+def test_to_tune_searches_labels_of_non_scalar_options():
+    from ray.tune.search.sample import Categorical, Float
+
+    domains = search_space.to_tune({"align": {"choice": {"a": {"method": "energy"}, "b": {"method": "sinkhorn"}}}, "optim.lr": {"uniform": [0.001, 0.01]}})
+    assert isinstance(domains["align"], Categorical) and domains["align"].categories == ["a", "b"]
+    assert isinstance(domains["optim.lr"], Float) and (domains["optim.lr"].lower, domains["optim.lr"].upper) == (0.001, 0.01)
+
+
+@pytest.mark.parametrize(
+    "space, named",
+    [
+        ({"align.topk_typo": {"choice": [1, 2]}}, "align.topk_typo"),
+        ({"align.topk": {"choice": [5, 0]}}, "align.topk"),
+        ({"optim.lr": {"loguniform": [0.0, 1e-2]}}, "optim.lr"),
+        ({"model.backbone": {"normal": [0, 1]}}, "model.backbone"),
+    ],
+)
+def test_check_space_rejects_bad_paths_and_values_naming_the_path(space, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        search_space.check_space(TrialConfig().model_dump(mode="json"), space)
+
+
+def test_grid_needs_the_random_searcher():
+    from galaxy_da.tune import SweepSettings, build_searcher
+
+    with pytest.raises(ConfigError, match="grid"):
+        build_searcher(SweepSettings(name="x", space={"align.topk": {"grid": [1, 2]}}, searcher="optuna"))
+
+
+def test_resources_follow_the_backbone():
+    from galaxy_da.tune import SweepSettings, resources_for
+
+    settings = SweepSettings(name="x", space={}, cpus_per_trial=2)
+    cnn, resnet = TrialConfig(), load_config(None, {"model.backbone": "resnet18"})
+    assert resources_for(cnn, settings, has_gpu=True) == {"cpu": 2, "gpu": 0.25}
+    assert resources_for(resnet, settings, has_gpu=True) == {"cpu": 2, "gpu": 1.0}
+    assert resources_for(resnet, settings, has_gpu=False) == {"cpu": 2}
+
+
+def test_a_stale_ray_cluster_file_means_a_fresh_local_instance(tmp_path, monkeypatch):
+    from galaxy_da import tune as sweep_tune
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    stale = tmp_path / "ray_current_cluster"
+    stale.write_text(f"127.0.0.1:{dead}")
+    monkeypatch.setattr(sweep_tune, "RAY_CLUSTER_FILE", stale)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert sweep_tune.resolve_address(None) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert sweep_tune.resolve_address(None) == "ray://head:10001"
+
+
+# --------------------------------------------------------------------------- MLflow server
+
+
+def test_tracking_server_serves_the_sqlite_store_and_stops(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking_server(store) as url:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            assert response.status == 200
+        experiment = MlflowClient(url).create_experiment("served", artifact_location=(tmp_path / "art").as_uri())
+    assert MlflowClient(store).get_experiment(experiment).name == "served"  # it went into the sqlite file
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_non_sqlite_uri_is_used_as_is():
+    with tracking_server("http://tracking.example:5000") as url:
+        assert url == "http://tracking.example:5000"
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+
+def metric_points(db: Path, run_id: str) -> dict[tuple[str, int], float]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT key, step, value FROM metrics WHERE run_uuid = ?", (run_id,)).fetchall()
+    points: dict[tuple[str, int], float] = {}
+    for key, step, value in rows:
+        assert (key, step) not in points or key.startswith("best/"), f"{key} logged twice at step {step}"
+        points[(key, step)] = value
+    return points
+
+
+@pytest.mark.slow
+def test_four_concurrent_trials_lose_no_metric_and_the_parent_holds_the_leaderboard(toy_dataset, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.tune import SweepSettings, run_sweep
+
+    db = tmp_path / "mlflow" / "mlflow.db"
+    cfg = small_config(toy_dataset, "concurrent")
+    settings = SweepSettings(
+        name="concurrent", space={"align.topk": {"grid": [1, 2, 3, 4]}}, searcher="random", num_samples=1,
+        max_concurrent=4, num_cpus=4, grace_period=2, storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{db}",
+    )
+    result = run_sweep(cfg, settings)
+    assert result.complete
+
+    client = MlflowClient(f"sqlite:///{db}")
+    children = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id], "tags.`mlflow.parentRunId` = '" + result.parent_run_id + "'")
+    assert sorted(run.data.tags["topk"] for run in children) == ["1", "2", "3", "4"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["backbone"] == "cnn" and run.data.tags["method"] == "laplacian"
+        history = json.loads(Path(client.download_artifacts(run.info.run_id, "history.json", str(tmp_path))).read_text())
+        assert [record["epoch"] for record in history] == [0, 1]
+        points = metric_points(db, run.info.run_id)
+        expected = {(key, record["epoch"]): value for record in history for key, value in numeric_metrics(record).items() if not key.startswith("best/")}
+        assert len(expected) > 2 * 15
+        assert {key: points.get(key) for key in expected} == pytest.approx(expected)
+        assert {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "checkpoints")} >= {"best.pt", "last.pt"}
+
+    parent_files = {f.path for f in client.list_artifacts(result.parent_run_id)}
+    assert {"leaderboard.csv", "leaderboard.md", "best_config.yaml", "search_space.json", "plots"} <= parent_files
+    board = Path(client.download_artifacts(result.parent_run_id, "leaderboard.csv", str(tmp_path))).read_text().splitlines()
+    assert len(board) == 1 + 4 and "align.topk" in board[0]
+    best = yaml.safe_load(Path(client.download_artifacts(result.parent_run_id, "best_config.yaml", str(tmp_path))).read_text())
+    assert best["align"]["topk"] == int(result.leaderboard[0]["align.topk"])
+    assert json.loads(Path(client.download_artifacts(result.parent_run_id, "search_space.json", str(tmp_path))).read_text()) == settings.space
+
+
+@pytest.mark.slow
+def test_a_crashing_trial_is_retried_then_failed_and_the_sweep_goes_on(toy_dataset, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.tune import SweepSettings, run_sweep
+
+    settings = SweepSettings(
+        name="crash", space={"data.path": {"grid": [str(toy_dataset), str(tmp_path / "missing")]}}, searcher="random",
+        num_samples=1, max_concurrent=2, num_cpus=2, max_failures=1, storage_path=str(tmp_path / "ray"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    result = run_sweep(small_config(toy_dataset, "crash"), settings)
+    assert result.complete
+    statuses = sorted(row["status"] for row in result.leaderboard)
+    assert statuses == ["FAILED", "FINISHED"]  # one child run per trial, retries included
+    client = MlflowClient(result.tracking_uri)
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+    assert client.get_run(result.parent_run_id).data.tags["best_run_id"] == result.leaderboard[0]["run_id"]
