@@ -34,10 +34,10 @@ SMOKE_OVERRIDES: dict[str, Any] = {
 SMOKE_SAMPLES = 3
 
 
-def parser(description: Optional[str], num_samples: int, searcher: str) -> argparse.ArgumentParser:
+def parser(description: Optional[str], num_samples: int, searcher: str, config: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base trial YAML (default: %(default)s)")
+    p.add_argument("--config", type=Path, default=config, help="base trial YAML (default: %(default)s)")
     p.add_argument("--data", help="dataset path or URI (default: the config's data.path)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 2 epochs, a few trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
@@ -51,7 +51,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str) -> argpa
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut (0: never prune)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
     return p
 
@@ -67,13 +67,16 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
 
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
-    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None,
+    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Path = DEFAULT_CONFIG,
+    prune: bool = True,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
     from galaxy_da.config import load_config
     from galaxy_da.tune import SweepSettings, run_sweep
 
-    args = parser(description, num_samples, searcher).parse_args(argv)
+    args = parser(description, num_samples, searcher, config).parse_args(argv)
+    if not prune:
+        args.grace_period = 0
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
     if args.smoke_test and not args.data:
         overrides["data.path"] = str(smoke_data())
@@ -83,7 +86,8 @@ def main(
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
-        max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed, grace_period=args.grace_period,
+        max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
+        grace_period=args.grace_period or cfg.optim.epochs,  # a grace period of every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
     )

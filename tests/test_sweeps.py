@@ -22,7 +22,7 @@ SWEEPS = sorted((ROOT / "sweeps").glob("[!_]*.py"))
 
 
 def load_sweep(path: Path) -> dict:
-    namespace: dict = {"__name__": "sweep_under_test"}
+    namespace: dict = {"__name__": "sweep_under_test", "__file__": str(path)}
     exec(compile(path.read_text(), str(path), "exec"), namespace)
     return namespace
 
@@ -101,3 +101,21 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(toy_data
         assert epoch_steps(db, run) == [0, 1, 2]  # not run again: no epoch logged twice
     trial_dirs = sorted((tmp_path / "ray" / "topk-smoke").glob("trial_*"))
     assert len(trial_dirs) == 3
+
+
+@pytest.mark.slow
+def test_benchmark_sweep_smoke_runs_every_recipe_to_the_last_epoch(toy_dataset, tmp_path):
+    """sweeps/benchmark.py --smoke-test: a grid of recipes, never pruned, one child run each."""
+    command = [
+        sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--smoke-test", "--data", str(toy_dataset),
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2",
+        "optim.epochs=3", "optim.warmup_epochs=1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["trials"] == 2
+    runs = child_runs(tmp_path / "mlflow.db")
+    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
+    for run_id, _ in runs:
+        assert epoch_steps(tmp_path / "mlflow.db", run_id) == [0, 1, 2]
