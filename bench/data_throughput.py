@@ -3,8 +3,9 @@
 All three paths serve the same rendered galaxies (the synthetic benchmark's
 source and target stamps) at each size, in one run:
 
-* ``shards``   read ``<domain>/part-*.parquet`` (zstd) with the project reader,
-               decode the image column, convert to normalised float32 batches;
+* ``shards``   read ``<domain>/part-*.parquet`` with the project reader, decode
+               the image column, convert to normalised float32 batches of 64;
+               once with zstd shards (the default) and once uncompressed;
 * ``png``      decode one PNG per galaxy with PIL (``.convert("RGB")``), stack,
                the same float conversion: the original code's path;
 * ``memcpy``   the limit: copy the same uint8 bytes already in memory, the same
@@ -32,7 +33,7 @@ from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.synth import SynthParams, render_domain
 from galaxy_da.data.writer import DatasetWriter
 
-BATCH = 256
+BATCH = 64  # the training batch size (configs default)
 
 
 def best_of(fn, repeats: int) -> float:
@@ -58,11 +59,13 @@ def measure(size: int, n: int, workdir: Path, repeats: int) -> dict:
     images = np.concatenate([rendered[d][0] for d in rendered])
     stats = ChannelStats.of(images)
 
-    out = workdir / f"shards{size}"
-    with DatasetWriter(out, images.shape[1:], shard_rows=1024) as writer:
-        for domain, (domain_images, labels, _) in rendered.items():
-            ids = [f"{domain}-{i}" for i in range(labels.size)]
-            writer.add_batch(domain, ids, assign_splits(labels, domain, 0), labels, domain_images)
+    shard_dirs = {}
+    for compression in ("zstd", "none"):
+        out = shard_dirs[compression] = workdir / f"shards{size}-{compression}"
+        with DatasetWriter(out, images.shape[1:], shard_rows=1024, compression=compression) as writer:
+            for domain, (domain_images, labels, _) in rendered.items():
+                ids = [f"{domain}-{i}" for i in range(labels.size)]
+                writer.add_batch(domain, ids, assign_splits(labels, domain, 0), labels, domain_images)
     png_dir = workdir / f"png{size}"
     png_dir.mkdir()
     paths = []
@@ -71,8 +74,8 @@ def measure(size: int, n: int, workdir: Path, repeats: int) -> dict:
         Image.fromarray(image.transpose(1, 2, 0)).save(path)
         paths.append(path)
 
-    def from_shards() -> None:
-        dataset = ShardDataset(str(out))
+    def from_shards(compression: str) -> None:
+        dataset = ShardDataset(str(shard_dirs[compression]))
         for domain in ("source", "target"):
             to_batches(decode_images(dataset.read_table(domain, ["image"])["image"], dataset.image_shape), stats)
 
@@ -86,38 +89,44 @@ def measure(size: int, n: int, workdir: Path, repeats: int) -> dict:
     def bare_copy() -> None:
         images.copy()
 
-    from_shards()  # warm the page cache for both file paths
+    from_shards("zstd")  # warm the page cache for every file path
+    from_shards("none")
     from_png()
     seconds = {
-        "shards": best_of(from_shards, repeats),
+        "shards": best_of(lambda: from_shards("zstd"), repeats),
+        "shards_uncompressed": best_of(lambda: from_shards("none"), repeats),
         "png": best_of(from_png, max(1, repeats // 2)),
         "memcpy_to_float": best_of(from_memory, repeats),
         "memcpy_bytes": best_of(bare_copy, repeats),
     }
     rates = {k: len(images) / v for k, v in seconds.items()}
-    shard_bytes = sum(p.stat().st_size for p in out.rglob("*.parquet"))
+    shard_bytes = sum(p.stat().st_size for p in shard_dirs["zstd"].rglob("*.parquet"))
     png_bytes = sum(p.stat().st_size for p in paths)
     return {
         "size": size,
         "images": len(images),
         "images_per_s": rates,
         "shards_vs_png": rates["shards"] / rates["png"],
+        "uncompressed_shards_vs_png": rates["shards_uncompressed"] / rates["png"],
         "memcpy_to_float_vs_shards": rates["memcpy_to_float"] / rates["shards"],
+        "memcpy_to_float_vs_uncompressed_shards": rates["memcpy_to_float"] / rates["shards_uncompressed"],
         "bytes_per_image": {"raw": int(images[0].nbytes), "shards_zstd": shard_bytes / len(images), "png": png_bytes / len(images)},
     }
 
 
 def markdown(results: list[dict], command: str) -> str:
     lines = [
-        "| size | images | shards → float (img/s) | PNG+PIL → float (img/s) | memcpy → float (img/s) | bare memcpy (img/s) | shards / PNG | memcpy→float / shards | bytes/img raw · zstd · png |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| size | images | zstd shards → float | uncompressed shards → float | PNG+PIL → float | memcpy → float (limit) | bare memcpy | shards / PNG (zstd · none) | limit / shards (zstd · none) | bytes/img raw · zstd · png |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rate = r["images_per_s"]
         b = r["bytes_per_image"]
         lines.append(
-            f"| {r['size']} | {r['images']} | {rate['shards']:,.0f} | {rate['png']:,.0f} | {rate['memcpy_to_float']:,.0f} | "
-            f"{rate['memcpy_bytes']:,.0f} | {r['shards_vs_png']:.1f}x | {r['memcpy_to_float_vs_shards']:.2f}x | "
+            f"| {r['size']} | {r['images']} | {rate['shards']:,.0f} | {rate['shards_uncompressed']:,.0f} | {rate['png']:,.0f} | "
+            f"{rate['memcpy_to_float']:,.0f} | {rate['memcpy_bytes']:,.0f} | "
+            f"{r['shards_vs_png']:.1f}x · {r['uncompressed_shards_vs_png']:.1f}x | "
+            f"{r['memcpy_to_float_vs_shards']:.2f}x · {r['memcpy_to_float_vs_uncompressed_shards']:.2f}x | "
             f"{b['raw']:,} · {b['shards_zstd']:,.0f} · {b['png']:,.0f} |"
         )
     return f"`{command}`\n\n" + "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from galaxy_da.data.schema import CLASS_NAMES, DOMAIN_SPLITS, MANIFEST_NAME, SCHEMA_VERSION, row_schema
 
-COMPRESSION = "zstd"
+COMPRESSIONS = ("zstd", "lz4", "none")  # zstd: ~3x smaller; none: ~3x faster to read (bench/data_throughput.py)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -53,7 +53,11 @@ class DatasetWriter:
         provenance: dict[str, Any] | None = None,
         metadata: dict[str, dict[str, pa.DataType]] | None = None,
         overwrite: bool = False,
+        compression: str = "zstd",
     ):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        self.compression = compression
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.out = Path(out)
@@ -140,7 +144,7 @@ class DatasetWriter:
         relative = f"{domain}/part-{index:05d}.parquet"
         path = self.partial / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(shard, path, compression=COMPRESSION, row_group_size=rows, write_statistics=False)
+        pq.write_table(shard, path, compression=self.compression, row_group_size=rows, write_statistics=False)
         self._shards.append({"path": relative, "domain": domain, "rows": shard.num_rows, "sha256": sha256_file(path)})
 
     # ------------------------------------------------------------------ finishing
@@ -152,6 +156,7 @@ class DatasetWriter:
             "schema_version": SCHEMA_VERSION,
             "image_shape": list(self.image_shape),
             "image_dtype": "uint8",
+            "compression": self.compression,
             "class_names": self.class_names,
             "counts": self._counts,
             "metadata_columns": {
