@@ -83,10 +83,10 @@ class TargetParams(DomainParams):
     psf_fwhm_arcsec: tuple[float, float] = (1.2, 1.6)
     sky_electrons: tuple[float, float, float] = (90.0, 150.0, 230.0)  # g, r, i per pixel
     read_noise_electrons: float = 5.0
-    flux_electrons: tuple[float, float] = (15000.0, 300000.0)  # r-band total, log-uniform
+    flux_electrons: tuple[float, float] = (30000.0, 600000.0)  # r-band total, log-uniform over 3.3 mag: bright enough for GZ2 (r < 17.8)
     band_weights: tuple[float, float, float] = (1.4, 1.0, 0.95)  # g, r, i before the Lupton stretch
-    lupton_softening: float = 60.0  # electrons, about 5 sky sigmas in r
-    lupton_white: float = 8000.0  # electrons of mean-band intensity that map to full scale
+    lupton_softening: float = 150.0  # electrons, about 12 sky sigmas in r: sky noise stays faint
+    lupton_white: float = 15000.0  # electrons of mean-band intensity that map to full scale
 
 
 @dataclass(frozen=True)
