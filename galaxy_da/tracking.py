@@ -111,7 +111,14 @@ class RunTracker:
             self.client.set_tag(self.run_id, key, value)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        self.log_metrics(numeric_metrics(record), step=int(record["epoch"]))
+        """Epoch metrics at ``step = epoch``; per-step diagnostics as ``step/<name>`` at the global step."""
+        epoch = int(record["epoch"])
+        points = [(key, value, epoch) for key, value in numeric_metrics(record).items()]
+        steps = record.get("steps") or []
+        for index, diagnostics in enumerate(steps):
+            global_step = epoch * len(steps) + index
+            points += [(f"step/{key}", value, global_step) for key, value in numeric_metrics(diagnostics).items()]
+        self._log_points(points)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -123,13 +130,17 @@ class RunTracker:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Finite values only; MLflow caps one batch at 1000 metrics."""
+        """Finite values only."""
+        self._log_points([(key, value, step) for key, value in numeric_metrics(metrics).items()])
+
+    def _log_points(self, points: list[tuple[str, float, int]]) -> None:
+        """(key, value, step) triples in batches (MLflow caps one batch at 1000 metrics)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in numeric_metrics(metrics).items()]
-        for start in range(0, len(items), 900):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 900])
+        metrics = [Metric(key, float(value), now, step) for key, value, step in points]
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 900])
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -213,6 +213,7 @@ def train(
         objective.train()
         sums: dict[str, float] = defaultdict(float)
         maxima: dict[str, float] = defaultdict(lambda: -math.inf)
+        per_step: list[dict[str, float]] = []
         started = time.perf_counter()
         for step in range(steps):
             source_images, source_labels = source.next()
@@ -238,13 +239,16 @@ def train(
             objective.after_step()
             for name, value in parts.items():
                 sums[f"train/loss_{name}" if name != "total" else "train/loss"] += value.item()
-            for name, value in objective.diagnostics().items():
+            diagnostics = objective.diagnostics()
+            per_step.append(diagnostics)
+            for name, value in diagnostics.items():
                 sums[name] += value
                 maxima[f"{name}_max"] = max(maxima[f"{name}_max"], value)
         elapsed = time.perf_counter() - started
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train/images_per_s": steps * images.shape[0] / elapsed}
         record.update({k: v / steps for k, v in sums.items()})
         record.update(maxima)
+        record["steps"] = per_step  # per-step diagnostics (solver convergence...), logged with the global step
         record.update({
             "schedule/align_weight": knobs.align_weight,
             "schedule/blur": knobs.blur,

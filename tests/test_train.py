@@ -121,6 +121,8 @@ def test_cli_train_logs_a_complete_mlflow_run(toy_dataset_odd, tmp_path):
     assert [m.step for m in client.get_metric_history(run_id, "src_val/macro_f1")] == [0, 1]
     # smoke.yaml warms up for one epoch; the OT solver's convergence is logged once alignment is on
     assert [m.step for m in client.get_metric_history(run_id, "align/topk_ot_marginal_error_max")] == [1]
+    per_step = client.get_metric_history(run_id, "step/align/topk_ot_marginal_error")  # every step of epoch 1
+    assert sorted(m.step for m in per_step) == list(range(8, 16)) and max(m.value for m in per_step) < 1e-4
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoints")} | {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {"config.yaml", "history.json", "checkpoints/best.pt", "checkpoints/last.pt", "plots/training_history.png"} <= artifacts
     assert not (tmp_path / "mlruns").exists()  # artifacts live beside the store, not in the cwd
