@@ -145,12 +145,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    from galaxy_da.config import load_config
     from galaxy_da.data import synth
-    from galaxy_da.data.reader import ShardDataset
-    from galaxy_da.metrics import majority_baseline
-    from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, with_topk
-    from galaxy_da.tracking import RunTracker, default_tracking_uri
+    from galaxy_da.mlflow_server import tracking_server
+    from galaxy_da.tracking import default_tracking_uri
 
     data = Path(args.data)
     if not (data / "manifest.json").is_file():
@@ -158,7 +155,18 @@ def main() -> None:
     oracle_data = data.with_name(data.name + "-target-as-source")
     if not (oracle_data / "manifest.json").is_file():
         write_target_as_source(str(data), oracle_data, seed=0)
-    tracking_uri = args.tracking_uri or default_tracking_uri()
+    # concurrent trials log through one tracking server, never straight into the sqlite file
+    with tracking_server(args.tracking_uri or default_tracking_uri()) as tracking_uri:
+        study(args, data, oracle_data, tracking_uri, started)
+
+
+def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri: str, started: float) -> None:
+    from galaxy_da.config import load_config
+    from galaxy_da.data.reader import ShardDataset
+    from galaxy_da.metrics import majority_baseline
+    from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, with_topk
+    from galaxy_da.tracking import RunTracker
+
     base = load_config(REPO / "configs" / "benchmark.yaml", [f"data.path={data}", *args.overrides])
     base.tracking.tracking_uri = tracking_uri
     base.tracking.run_name = "quality-benchmark"

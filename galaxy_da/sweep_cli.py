@@ -72,6 +72,7 @@ def main(
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
     from galaxy_da.config import load_config
+    from galaxy_da.sweep_report import to_markdown
     from galaxy_da.tune import SweepSettings, run_sweep
 
     args = parser(description, num_samples, searcher, config).parse_args(argv)
@@ -92,6 +93,8 @@ def main(
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
     )
     result = run_sweep(cfg, settings, resume=args.resume)
+    print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
+    print(to_markdown(result.leaderboard, cfg.selection.rule))
     print(json.dumps({
         "sweep": settings.name, "parent_run_id": result.parent_run_id, "complete": result.complete,
         "trials": len(result.leaderboard), "best": result.leaderboard[0] if result.leaderboard else None,
