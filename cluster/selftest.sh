@@ -12,6 +12,8 @@ export PATH="$root/.venv/bin:$PATH"
 key="$HOME/.ssh/galaxy_da_cluster"
 marker="galaxy-da-selftest"
 started_sshd=""
+made_ssh_dir=""; [ -d "$HOME/.ssh" ] || made_ssh_dir=1
+work="$(mktemp -d /tmp/galaxy-da-selftest.XXXXXX)"  # the sweep's Ray results and MLflow store
 
 cleanup() {
   set +e
@@ -20,6 +22,8 @@ cleanup() {
   [ -n "$started_sshd" ] && kill "$(cat /run/sshd.galaxy-da.pid 2>/dev/null)" 2>/dev/null
   [ -f "$HOME/.ssh/authorized_keys" ] && sed -i "/$marker/d" "$HOME/.ssh/authorized_keys"
   rm -f "$key" "$key.pub"
+  [ -n "$made_ssh_dir" ] && rm -rf "$HOME/.ssh"
+  rm -rf "$work"
   sed -i '/# galaxy-da env/,+2d' "$HOME/.bashrc" 2>/dev/null
 }
 trap cleanup EXIT
@@ -35,10 +39,12 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/22) 2>/dev/null; then
   /usr/sbin/sshd -o PidFile=/run/sshd.galaxy-da.pid -o ListenAddress=127.0.0.1 -o PermitRootLogin=prohibit-password
   started_sshd=1
 fi
-ssh -i "$key" -o StrictHostKeyChecking=no -o BatchMode=yes 127.0.0.1 true
+ssh -i "$key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes 127.0.0.1 true
 
 ray stop >/dev/null 2>&1 || true
 ray up -y cluster/local.yaml
-ray submit cluster/local.yaml sweeps/topk.py --smoke-test --name topk-selftest --storage-path /tmp/galaxy-da-selftest/ray_results \
-  --tracking-uri sqlite:////tmp/galaxy-da-selftest/mlflow/mlflow.db
-echo "selftest: OK"
+# Sweep flags go after `--`: ray submit would take --name (and others) as its own.
+ray submit cluster/local.yaml sweeps/topk.py -- --smoke-test --name "topk-selftest-$(date +%s)" \
+  --storage-path "$work/ray_results" --tracking-uri "sqlite:///$work/mlflow/mlflow.db"
+ray down -y cluster/local.yaml
+echo "selftest: OK in $SECONDS s"

@@ -245,7 +245,7 @@ def train(
                 sums[name] += value
                 maxima[f"{name}_max"] = max(maxima[f"{name}_max"], value)
         elapsed = time.perf_counter() - started
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train/images_per_s": steps * images.shape[0] / elapsed}
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train/step_s": elapsed, "train/images_per_s": steps * images.shape[0] / elapsed}
         record.update({k: v / steps for k, v in sums.items()})
         record.update(maxima)
         record["steps"] = per_step  # per-step diagnostics (solver convergence...), logged with the global step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,15 +53,27 @@ def test_local_cluster_is_this_host():
     assert config["provider"] == {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []}
 
 
-def test_slurm_launcher_falls_back_to_a_local_job_and_trains(toy_dataset, tmp_path):
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_slurm_launcher_runs_a_sweep_against_a_ray_head_inside_the_allocation(toy_dataset, tmp_path):
+    port = free_port()
     command = [
-        sys.executable, str(ROOT / "cluster" / "slurm.py"), "--cluster", "local", "--folder", str(tmp_path / "logs"), "--wait",
-        str(ROOT / "galaxy_da" / "cli.py"), "train", "--no-track", f"data.path={toy_dataset}", "model.width=4",
-        "optim.epochs=2", "optim.steps_per_epoch=2", "data.batch_size=16", "--checkpoint-dir", str(tmp_path / "ckpt"),
+        sys.executable, str(ROOT / "cluster" / "slurm.py"), "--cluster", "local", "--folder", str(tmp_path / "logs"),
+        "--nodes", "1", "--cpus-per-node", "1", "--gpus-per-node", "0", "--port", str(port), "--wait",
+        str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--data", str(toy_dataset), "--num-samples", "1",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path", str(tmp_path / "ray"),
+        "optim.epochs=1", "optim.steps_per_epoch=1",
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert "LocalJob" in out.stdout
-    assert (tmp_path / "ckpt" / "last.pt").is_file()
-    job_logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*_log.out"))
-    assert json.loads([line for line in job_logs.splitlines() if line.startswith('{"run_id"')][-1])["run_id"] is None
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "LocalJob" in out.stdout and "Ray cluster up at " in out.stdout and "1 node(s), 1 CPUs, 0 GPUs" in out.stdout
+    summary = json.loads([line for line in out.stdout.splitlines() if line.startswith('{"sweep"')][-1])
+    assert summary["complete"] and summary["trials"] == 1
+    head_ip = socket.gethostbyname(socket.gethostname())
+    with pytest.raises(OSError):  # the head was stopped with the job
+        socket.create_connection((head_ip, port), timeout=2).close()
