@@ -229,12 +229,21 @@ def plot_per_class_recall(
 
 # --------------------------------------------------------------------------- training history and sweeps
 
+def _alignment_diagnostic(key: str) -> bool:
+    return key.startswith("align/") and not key.endswith("_max") and not any(
+        part in key for part in ("marginal_error", "iterations", "epsilon")
+    )
+
+
+# (panel title, which keys, y scale)
 HISTORY_PANELS = (
-    ("losses", lambda key: key.startswith("train/")),
-    ("source validation", lambda key: key in ("src_val/acc", "src_val/macro_f1")),
-    ("label-free selection score", lambda key: key.startswith("select/")),
-    ("schedules", lambda key: key.startswith("schedule/")),
-    ("alignment diagnostics", lambda key: key.startswith("align/")),
+    ("losses", lambda key: key.startswith("train/loss"), "linear"),
+    ("training throughput (images/s)", lambda key: key == "train/images_per_s", "linear"),
+    ("source validation", lambda key: key in ("src_val/acc", "src_val/macro_f1"), "linear"),
+    ("label-free selection score", lambda key: key.startswith("select/"), "linear"),
+    ("schedules", lambda key: key.startswith("schedule/"), "linear"),
+    ("OT solver: worst marginal error of the epoch", lambda key: key.endswith("marginal_error_max"), "log"),
+    ("alignment diagnostics (epoch means)", _alignment_diagnostic, "linear"),
 )
 
 
@@ -249,14 +258,14 @@ def plot_history(history: list[dict], title: str) -> Figure:
     """
     epochs = np.array([record.get("epoch", index) for index, record in enumerate(history)])
     keys = sorted({key for record in history for key in record if key != "epoch"})
-    panels = [(name, [key for key in keys if belongs(key)]) for name, belongs in HISTORY_PANELS]
-    panels = [(name, members) for name, members in panels if members] or [("no metrics logged", [])]
+    panels = [(name, [key for key in keys if belongs(key)], scale) for name, belongs, scale in HISTORY_PANELS]
+    panels = [panel for panel in panels if panel[1]] or [("no metrics logged", [], "linear")]
     fig, axes = _figure(title, len(panels), panel_size=(4.4, 3.6))
-    for ax, (name, members) in zip(axes, panels):
+    for ax, (name, members, scale) in zip(axes, panels):
         for key in members:
             values = np.array([record.get(key, np.nan) for record in history], dtype=np.float64)
             ax.plot(epochs, values, marker="o", markersize=3, label=key)
-        ax.set(xlabel="epoch", title=name)
+        ax.set(xlabel="epoch", title=name, yscale=scale)
         if members:
             ax.legend(fontsize=7)
     return fig
