@@ -215,7 +215,6 @@ class TrackingConfig(_Section):
     tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db
     experiment: str = "galaxy-da"
     run_name: Optional[str] = None
-    log_checkpoints: bool = True
 
 
 class TrialConfig(_Section):

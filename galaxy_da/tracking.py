@@ -126,9 +126,6 @@ class RunTracker:
     def log_artifact(self, path: str | Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
-
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Finite values only."""
         self._log_points([(key, value, step) for key, value in numeric_metrics(metrics).items()])

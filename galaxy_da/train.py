@@ -17,7 +17,7 @@ import math
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -51,7 +51,6 @@ class TrainResult:
     checkpoint_dir: Path
     stopped_early: bool = False
     manifest_hash: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- data
