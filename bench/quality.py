@@ -146,7 +146,7 @@ def main() -> None:
     started = time.perf_counter()
 
     from galaxy_da.data import synth
-    from galaxy_da.mlflow_server import tracking_server
+    from galaxy_da.sweep.tracking_server import tracking_server
     from galaxy_da.tracking import default_tracking_uri
 
     data = Path(args.data)

@@ -1,7 +1,7 @@
 """Sweep efficiency: Optuna + ASHA against random search without pruning, on one trial-epoch budget.
 
 Both sweeps run in this process, one after the other, through the same
-``galaxy_da.tune.run_sweep`` as ``sweeps/*.py``, on a local Ray instance of
+``galaxy_da.sweep.tuner.run_sweep`` as ``sweeps/*.py``, on a local Ray instance of
 ``--cpus`` CPUs, one CPU (one torch thread) per trial. The base trial is a small
 CNN on the default synthetic dataset (data/synth) with Laplacian-MMD alignment
 from the first epoch; the search varies the learning rate, the alignment weight
@@ -110,7 +110,8 @@ def time_to_reach(curve: list[tuple[float, float]], score: float) -> float | Non
 
 
 def run(label: str, searcher: str, trials: int, grace: int, cfg, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from galaxy_da.tune import SweepSettings, run_sweep
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import run_sweep
 
     settings = SweepSettings(
         name=label, space=SPACE, num_samples=trials, max_concurrent=args.cpus, searcher=searcher, seed=args.seed,

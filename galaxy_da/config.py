@@ -11,7 +11,7 @@ Usage::
     save_config(cfg, "out.yaml")
 
 Search spaces live next to the defaults: :data:`SEARCH_SPACES` maps a dotted
-path to a small declarative description that :mod:`galaxy_da.tune` turns into a
+path to a small declarative description that :mod:`galaxy_da.sweep.tuner` turns into a
 Ray Tune domain. Sweep files name only the dotted paths they vary.
 """
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from galaxy_da.commands import TRACKING_URI_HELP
 from galaxy_da.config import TrialConfig, validate
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ShardDataset
@@ -360,8 +361,17 @@ def evaluate_run(
 # --------------------------------------------------------------------------- command line
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``galaxy-da eval``: the flags are declared in :mod:`galaxy_da.cli`."""
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", required=True, help="MLflow run id of a trained trial")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    parser.add_argument("--data", help="dataset path or URI (default: the one the run was trained on)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: %(default)s")
+    parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``galaxy-da eval`` / ``python -m galaxy_da.eval``."""
     logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
     metrics = evaluate_run(args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log)
     if args.json:
@@ -372,9 +382,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m galaxy_da.eval ...`` is ``galaxy-da eval ...`` (same flags, same error handling)."""
-    from galaxy_da.cli import main as cli_main
+    from galaxy_da.commands import standalone
 
-    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
+    return standalone("python -m galaxy_da.eval", sys.modules[__name__], "evaluate a run on the target domain", argv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 from scipy import stats
 
+from galaxy_da.commands import TRACKING_URI_HELP
 from galaxy_da.eval import EVAL_METRIC, evaluate_run
 from galaxy_da.selection import ORACLE, SELECTION_RULES
 
@@ -133,7 +134,7 @@ def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from galaxy_da.sweep_report import child_runs
+    from galaxy_da.sweep.leaderboard import child_runs
     from galaxy_da.tracking import default_tracking_uri
 
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -244,8 +245,14 @@ def log_report(report: SweepReport, tracking_uri: Optional[str] = None) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``galaxy-da report``: the flags are declared in :mod:`galaxy_da.cli`."""
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sweep", required=True, metavar="PARENT_RUN_ID", help="the sweep's parent MLflow run")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    parser.add_argument("--force", action="store_true", help="re-evaluate child runs that already hold eval/ metrics")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``galaxy-da report`` / ``python -m galaxy_da.report``."""
     report = build_report(args.sweep, args.tracking_uri, force=args.force)
     log_report(report, args.tracking_uri)
     print(to_markdown(report))
@@ -253,6 +260,6 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from galaxy_da.cli import main as cli_main
+    from galaxy_da.commands import standalone
 
-    sys.exit(cli_main(["report", *sys.argv[1:]]))
+    sys.exit(standalone("python -m galaxy_da.report", sys.modules[__name__], "evaluate a sweep's child runs"))

@@ -1,7 +1,7 @@
 """Backbones x alignment method: a plain CNN, E(2)-steerable C8 and D4 nets, ResNet-18.
 
 On GPUs a CNN trial takes a quarter GPU and the others a whole one
-(galaxy_da.tune.GPU_SHARE). Steerable nets are exactly rotation-invariant on
+(galaxy_da.sweep.settings.GPU_SHARE). Steerable nets are exactly rotation-invariant on
 odd-sized stamps: use a dataset with an odd --size.
 
     python sweeps/backbones.py --smoke-test
@@ -10,7 +10,7 @@ odd-sized stamps: use a dataset with an odd --size.
 
 import sys
 
-from galaxy_da.sweep_cli import main
+from galaxy_da.sweep.cli import main
 
 SPACE = {
     "model": {"grid": {

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, with_topk
-from galaxy_da.sweep_cli import main
+from galaxy_da.sweep.cli import main
 
 ALIGN = {**RECIPES, **{f"{name}+topk_ot": with_topk(name) for name in DISTANCE_RECIPES}}
 SPACE = {"align": {"grid": ALIGN}, "seed": {"grid": [0, 1, 2]}}

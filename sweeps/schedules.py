@@ -6,7 +6,7 @@
 
 import sys
 
-from galaxy_da.sweep_cli import main
+from galaxy_da.sweep.cli import main
 
 SPACE = {
     "schedules.align_weight": {"choice": {

@@ -7,7 +7,7 @@
 
 import sys
 
-from galaxy_da.sweep_cli import main
+from galaxy_da.sweep.cli import main
 
 SPACE = {
     "align.topk": {"choice": [1, 5, 10, 20]},

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from galaxy_da import search_space
+from galaxy_da.sweep import space as search_space
 from galaxy_da.config import load_config
-from galaxy_da.sweep_cli import DEFAULT_CONFIG, SMOKE_OVERRIDES
+from galaxy_da.sweep.cli import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("[!_]*.py"))

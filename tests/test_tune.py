@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from galaxy_da import search_space
+from galaxy_da.sweep import space as search_space
 from galaxy_da.config import ConfigError, TrialConfig, load_config
-from galaxy_da.mlflow_server import tracking_server
+from galaxy_da.sweep.tracking_server import tracking_server
 from galaxy_da.tracking import numeric_metrics
 
 SMALL = {
@@ -63,14 +63,15 @@ def test_check_space_rejects_bad_paths_and_values_naming_the_path(space, named):
 
 
 def test_grid_needs_the_random_searcher():
-    from galaxy_da.tune import SweepSettings, build_searcher
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import build_searcher
 
     with pytest.raises(ConfigError, match="grid"):
         build_searcher(SweepSettings(name="x", space={"align.topk": {"grid": [1, 2]}}, searcher="optuna"))
 
 
 def test_resources_follow_the_backbone():
-    from galaxy_da.tune import SweepSettings, resources_for
+    from galaxy_da.sweep.settings import SweepSettings, resources_for
 
     settings = SweepSettings(name="x", space={}, cpus_per_trial=2)
     cnn, resnet = TrialConfig(), load_config(None, {"model.backbone": "resnet18"})
@@ -80,7 +81,7 @@ def test_resources_follow_the_backbone():
 
 
 def test_a_stale_ray_cluster_file_means_a_fresh_local_instance(tmp_path, monkeypatch):
-    from galaxy_da import tune as sweep_tune
+    from galaxy_da.sweep import tuner as sweep_tune
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -134,7 +135,8 @@ def metric_points(db: Path, run_id: str) -> dict[tuple[str, int], float]:
 def test_four_concurrent_trials_lose_no_metric_and_the_parent_holds_the_leaderboard(toy_dataset, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from galaxy_da.tune import SweepSettings, run_sweep
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import run_sweep
 
     db = tmp_path / "mlflow" / "mlflow.db"
     cfg = small_config(toy_dataset, "concurrent")
@@ -172,7 +174,8 @@ def test_four_concurrent_trials_lose_no_metric_and_the_parent_holds_the_leaderbo
 def test_a_crashing_trial_is_retried_then_failed_and_the_sweep_goes_on(toy_dataset, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from galaxy_da.tune import SweepSettings, run_sweep
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import run_sweep
 
     settings = SweepSettings(
         name="crash", space={"data.path": {"grid": [str(toy_dataset), str(tmp_path / "missing")]}}, searcher="random",

@@ -22,7 +22,6 @@ dataset is byte-identical for a given seed whatever the number of workers.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

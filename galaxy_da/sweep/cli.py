@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from galaxy_da.search_space import Space
+from galaxy_da.sweep.space import Space
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SMOKE_DATA = Path("data/smoke")
 # Tiny trials: 2 epochs of 4 steps on a few hundred 33 px galaxies (about 10 s each on one core).
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -72,8 +72,9 @@ def main(
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
     from galaxy_da.config import load_config
-    from galaxy_da.sweep_report import to_markdown
-    from galaxy_da.tune import SweepSettings, run_sweep
+    from galaxy_da.sweep.leaderboard import to_markdown
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import run_sweep
 
     args = parser(description, num_samples, searcher, config).parse_args(argv)
     if not prune:

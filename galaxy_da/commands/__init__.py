@@ -1,0 +1,40 @@
+"""Command modules of ``galaxy-da``: each owns its flags (``configure``) and its work (``run``).
+
+A command module exposes ``configure(parser)`` and ``run(args) -> exit status``
+and keeps heavy imports (torch, Ray, MLflow) inside ``run``, so ``--help`` and
+config errors come back at once. :mod:`galaxy_da.cli` dispatches to them;
+modules with their own ``python -m`` entry (:mod:`galaxy_da.eval`,
+:mod:`galaxy_da.report`) call :func:`standalone` and never import the dispatcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+from typing import Optional
+
+TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: one line on stderr, exit 2, no traceback."""
+    from galaxy_da.config import ConfigError
+    from galaxy_da.data.reader import DatasetError
+
+    return (ConfigError, DatasetError, FileNotFoundError, FileExistsError, LookupError, ValueError)
+
+
+def run_safely(prog: str, module: ModuleType, args: argparse.Namespace) -> int:
+    try:
+        return module.run(args)
+    except user_errors() as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def standalone(prog: str, module: ModuleType, description: str, argv: Optional[list[str]] = None) -> int:
+    """``python -m galaxy_da.<module>``: the module's own flags, the same error handling as ``galaxy-da``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    module.configure(parser)
+    return run_safely(prog, module, parser.parse_args(argv))

@@ -1,0 +1,38 @@
+"""``galaxy-da ingest``: convert the original TNG50 / GZ2 layout into shards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-images", required=True, type=Path, help="folder of subhalo_<id>.png (TNG50)")
+    parser.add_argument("--source-labels", required=True, type=Path, help="source_galaxy_labels.csv or .json")
+    parser.add_argument("--target-images", required=True, type=Path, help="folder of <asset_id>.jpg (GZ2)")
+    parser.add_argument("--target-labels", required=True, type=Path, help="gz2_galaxy_labels*.csv or .json")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE")
+    parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--max-reject-fraction", type=float, default=0.05)
+    parser.add_argument("--shard-rows", type=int, default=1024)
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from galaxy_da.data.ingest import ingest
+
+    report = ingest(
+        args.source_images, args.source_labels, args.target_images, args.target_labels, args.out,
+        size=args.size, seed=args.seed, max_reject_fraction=args.max_reject_fraction,
+        shard_rows=args.shard_rows, overwrite=args.overwrite,
+    )
+    print(report.summary())
+    if not report.ok(args.max_reject_fraction):
+        print(
+            f"error: {report.reject_fraction:.1%} of rows rejected, above --max-reject-fraction "
+            f"{args.max_reject_fraction:.1%}", file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,14 @@
+"""The launch layer: Ray Tune sweeps over trial configs.
+
+- :mod:`~galaxy_da.sweep.space`: search spaces over dotted config paths (plain data);
+- :mod:`~galaxy_da.sweep.settings`: how a sweep runs, resources per trial;
+- :mod:`~galaxy_da.sweep.trainable`: one trial inside a Ray worker;
+- :mod:`~galaxy_da.sweep.tuner`: searcher, scheduler and the driver (``run_sweep``);
+- :mod:`~galaxy_da.sweep.state`: the sweep's state file and MLflow parent run;
+- :mod:`~galaxy_da.sweep.leaderboard`: the leaderboard read back from MLflow;
+- :mod:`~galaxy_da.sweep.tracking_server`: one MLflow server for a sweep;
+- :mod:`~galaxy_da.sweep.cli`: the shared command line of ``sweeps/*.py``.
+
+Only ``trainable`` and ``tuner`` import Ray, and nothing in the core imports this
+package, so importing the core never starts Ray.
+"""

@@ -1,0 +1,63 @@
+"""How a sweep runs: its settings, its result, and the resources of one trial.
+
+No Ray import: the sweep CLI builds settings and checks them before Ray starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from galaxy_da.config import TrialConfig
+from galaxy_da.sweep.space import Space
+
+
+# GPUs per trial when the cluster has GPUs; backbones not listed take one whole GPU.
+GPU_SHARE: dict[str, float] = {"cnn": 0.25, "resnet18": 1.0, "steerable": 1.0}
+
+
+@dataclass
+class SweepSettings:
+    """How a sweep runs: its search space, budget, pruning, resources and where things go."""
+
+    name: str
+    space: Space
+    num_samples: int = 8
+    max_concurrent: int = 2
+    searcher: str = "optuna"
+    seed: int = 0
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_failures: int = 1
+    cpus_per_trial: float = 1.0
+    gpu_share: dict[str, float] = field(default_factory=lambda: dict(GPU_SHARE))
+    use_gpu: Optional[bool] = None  # None: when the Ray cluster has GPUs
+    storage_path: str = "ray_results"
+    tracking_uri: Optional[str] = None  # None: the base config's, else the default store
+    optuna_storage: Optional[str] = None  # e.g. sqlite:///ray_results/optuna.db, for a persistent study
+    address: Optional[str] = None  # None: $RAY_ADDRESS, a live cluster on this node, else a fresh local one
+    num_cpus: Optional[int] = None  # local Ray only
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    experiment_path: str
+    complete: bool
+    leaderboard: list[dict[str, Any]]
+    tracking_uri: str
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def resources_for(cfg: TrialConfig, settings: SweepSettings, has_gpu: bool) -> dict[str, float]:
+    """Ray resources of one trial: a backbone's GPU share, or CPUs only."""
+    resources = {"cpu": settings.cpus_per_trial}
+    if has_gpu:
+        resources["gpu"] = settings.gpu_share.get(cfg.model.backbone, 1.0)
+    return resources

@@ -1,0 +1,89 @@
+"""A sweep's durable state: the state file beside Ray's results, and the MLflow parent run.
+
+The parent run id lives in ``<storage>/<name>/galaxy_da_sweep.json`` (local path
+or any pyarrow URI), so ``--resume`` re-opens the same parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+from galaxy_da.config import TrialConfig, config_to_yaml
+from galaxy_da.sweep.leaderboard import leaderboard, plot_sweep_scores, to_markdown, write_csv
+from galaxy_da.sweep.settings import SweepSettings
+from galaxy_da.tracking import ensure_experiment
+
+SWEEP_STATE_FILE = "galaxy_da_sweep.json"
+
+
+def _state_fs(settings: SweepSettings):
+    import pyarrow.fs
+
+    path = settings.experiment_path if "://" in settings.experiment_path else str(Path(settings.experiment_path).resolve())
+    return pyarrow.fs.FileSystem.from_uri(path)
+
+
+def read_sweep_state(settings: SweepSettings) -> Optional[dict[str, Any]]:
+    fs, root = _state_fs(settings)
+    try:
+        with fs.open_input_stream(f"{root}/{SWEEP_STATE_FILE}") as stream:
+            return json.loads(stream.read())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def write_sweep_state(settings: SweepSettings, state: dict[str, Any]) -> None:
+    fs, root = _state_fs(settings)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SWEEP_STATE_FILE}") as stream:
+        stream.write(json.dumps(state, indent=1).encode())
+
+
+def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri: str, resume: bool) -> str:
+    """The sweep's parent run: the stored one on resume, else a new one with the space and settings."""
+    state = read_sweep_state(settings)
+    if resume and state is not None:
+        client.update_run(state["parent_run_id"], status="RUNNING")
+        return state["parent_run_id"]
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment, store_uri)
+    run = client.create_run(experiment_id, run_name=f"sweep-{settings.name}", tags={"sweep": settings.name, "run_kind": "sweep", "base_config_hash": cfg.hash()})
+    parent_run_id = run.info.run_id
+    for path, spec in settings.space.items():
+        client.log_param(parent_run_id, f"space.{path}", json.dumps(spec)[:6000])
+    for key in ("num_samples", "max_concurrent", "searcher", "seed", "grace_period", "reduction_factor", "max_failures", "cpus_per_trial"):
+        client.log_param(parent_run_id, f"sweep.{key}", getattr(settings, key))
+    client.log_param(parent_run_id, "sweep.metric", f"select/{cfg.selection.rule}")
+    client.log_text(parent_run_id, json.dumps(settings.space, indent=1), "search_space.json")
+    client.log_text(parent_run_id, json.dumps(asdict(settings), indent=1, default=str), "sweep_settings.json")
+    client.log_text(parent_run_id, config_to_yaml(cfg), "base_config.yaml")
+    write_sweep_state(settings, {"parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri})
+    return parent_run_id
+
+
+def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: SweepSettings) -> list[dict[str, Any]]:
+    """Leaderboard (CSV + markdown), score plot and best config on the parent run."""
+    from galaxy_da.plots import save
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    rule = cfg.selection.rule
+    rows = leaderboard(client, experiment_id, parent_run_id, list(settings.space))
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(parent_run_id, str(write_csv(rows, Path(tmp) / "leaderboard.csv")))
+        client.log_text(parent_run_id, to_markdown(rows, rule), "leaderboard.md")
+        figure = save(plot_sweep_scores(rows, rule, f"sweep {settings.name}: {rule} per trial"), Path(tmp) / "sweep_scores.png")
+        client.log_artifact(parent_run_id, str(figure), "plots")
+        scored = [row for row in rows if math.isfinite(row["score"])]
+        if scored:
+            best = scored[0]
+            best_config = client.download_artifacts(best["run_id"], "config.yaml", tmp)
+            client.log_text(parent_run_id, Path(best_config).read_text(), "best_config.yaml")
+            client.set_tag(parent_run_id, "best_run_id", best["run_id"])
+            client.log_metric(parent_run_id, "best/score", best["score"])
+    client.log_metric(parent_run_id, "sweep/trials", len(rows))
+    client.set_terminated(parent_run_id, "FINISHED")
+    return rows

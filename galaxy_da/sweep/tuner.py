@@ -1,0 +1,193 @@
+"""Ray Tune glue: a base config plus a search space becomes a seeded, resumable sweep.
+
+The launch layer: it imports Ray, and nothing in the core imports it.
+
+- Trials: :func:`tune_trial` builds the trial's config with the sampled dotted
+  overrides and calls the same :func:`galaxy_da.trial.run_trial` as
+  ``galaxy-da train``; each epoch it reports the record and the trial's
+  checkpoint folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) to Tune.
+  Data reaches trials as a shard path or URI, never through the object store.
+- Search: Optuna's TPE (seeded) or Tune's random/grid generator
+  (:data:`SEARCHERS`); ASHA prunes on ``epochs_done`` (``epoch + 1``, restored
+  with the checkpoint), on the label-free metric ``select/<rule>``, maximised.
+- Resources per trial by backbone (:data:`GPU_SHARE`): a quarter GPU for the
+  small CNN, whole GPUs for ResNet-18 and steerable nets; CPUs otherwise.
+- MLflow: one parent run per sweep (search space, settings, leaderboard,
+  score plot, best config) and one nested child run per trial, logged through one
+  tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
+  to its child run, so MLflow holds exactly one child run per trial.
+- Resume: the parent run id lives in ``<experiment>/galaxy_da_sweep.json``;
+  ``Tuner.restore`` brings back the searcher, the scheduler and every trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import ray
+from ray import tune
+
+from galaxy_da.config import ConfigError, TrialConfig
+from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
+from galaxy_da.sweep.state import finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.tracking_server import tracking_server
+from galaxy_da.sweep.trainable import TIME_ATTR, ChildRunCloser, tune_trial
+from galaxy_da.tracking import default_tracking_uri
+
+RAY_CLUSTER_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _optuna(settings: SweepSettings):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings.seed), storage=storage, study_name=settings.name if storage else None)
+
+
+def _variants(settings: SweepSettings):
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=settings.seed)
+
+
+SEARCHERS: dict[str, Callable[[SweepSettings], Any]] = {"optuna": _optuna, "random": _variants}
+
+
+def build_searcher(settings: SweepSettings):
+    if settings.searcher not in SEARCHERS:
+        raise ConfigError(f"searcher {settings.searcher!r}: choose from {sorted(SEARCHERS)}")
+    if settings.searcher == "optuna" and search_space.uses_grid(settings.space):
+        raise ConfigError("search space: 'grid' entries need searcher='random' (Optuna samples; it does not enumerate grids)")
+    return SEARCHERS[settings.searcher](settings)
+
+
+def build_scheduler(settings: SweepSettings, epochs: int):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def resolve_address(address: Optional[str]) -> str:
+    """``address``, else ``$RAY_ADDRESS``, else ``auto`` if a Ray cluster answers on this node, else ``local``.
+
+    A stale ``/tmp/ray/ray_current_cluster`` (Ray stopped) must not make us dial a dead cluster.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return address
+    try:
+        host, port = RAY_CLUSTER_FILE.read_text().strip().rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=1):
+            return "auto"
+    except (OSError, ValueError):
+        return "local"
+
+
+def start_ray(settings: SweepSettings) -> None:
+    address = resolve_address(settings.address)
+    local = address == "local"
+    ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
+
+
+def prepare_base(cfg: TrialConfig) -> dict[str, Any]:
+    """The base config as plain data, with local paths made absolute (trials run in their own folders)."""
+    tree = cfg.model_dump(mode="json")
+    for section, key in (("data", "path"), ("model", "pretrained_path")):
+        value = tree[section][key]
+        if value and "://" not in value:
+            tree[section][key] = str(Path(value).resolve())
+    tree["tracking"]["tracking_uri"] = None  # trials log through the sweep's server ($MLFLOW_TRACKING_URI)
+    return tree
+
+
+def expected_trials(settings: SweepSettings) -> int:
+    """``num_samples`` times the number of grid points."""
+    return settings.num_samples * math.prod(len(search_space.options(p, spec)) for p, spec in settings.space.items() if "grid" in spec)
+
+
+def _complete(grid, settings: SweepSettings) -> bool:
+    """Whether every trial ran and ended (finished, pruned or failed) rather than being interrupted."""
+    return grid.num_terminated + grid.num_errors >= expected_trials(settings)
+
+
+def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool) -> tune.Tuner:
+    base = prepare_base(cfg)
+    has_gpu = settings.use_gpu if settings.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    trainable = tune.with_parameters(
+        tune_trial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
+        threads=int(settings.cpus_per_trial),
+    )
+    trainable = tune.with_resources(
+        trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
+    )
+    if resume and tune.Tuner.can_restore(settings.experiment_path):
+        return tune.Tuner.restore(settings.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=search_space.to_tune(settings.space),
+        tune_config=tune.TuneConfig(
+            metric=f"select/{cfg.selection.rule}", mode="max", search_alg=build_searcher(settings),
+            scheduler=build_scheduler(settings, cfg.optim.epochs), num_samples=settings.num_samples,
+            max_concurrent_trials=settings.max_concurrent,
+            trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name, storage_path=settings.storage_path if "://" in settings.storage_path else str(Path(settings.storage_path).resolve()),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[ChildRunCloser()],
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
+    """Run (or resume) a sweep; the search space is checked against the config before Ray starts."""
+    from mlflow.tracking import MlflowClient
+
+    search_space.check_space(cfg.model_dump(mode="json"), settings.space)
+    build_searcher(settings)  # fail on a bad searcher/space pairing before starting anything
+    if not resume and read_sweep_state(settings) is not None:
+        raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
+    store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
+    with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
+        client = MlflowClient(tracking_uri)
+        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
+        start_ray(settings)
+        try:
+            grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+            complete = _complete(grid, settings)
+            rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
+            if not complete:
+                client.set_terminated(parent_run_id, "KILLED")
+        except BaseException:
+            client.set_terminated(parent_run_id, "KILLED")
+            raise
+        finally:
+            ray.shutdown()
+    return SweepResult(parent_run_id, settings.experiment_path, complete, rows, store_uri)
