@@ -196,7 +196,8 @@ class SelectionConfig(_Section):
     """Label-free checkpoint selection and early stopping."""
 
     rule: str = "src_val"
-    patience: Optional[int] = Field(None, ge=1)
+    patience: Optional[int] = Field(None, ge=1)  # scored epochs without improvement before stopping
+    eval_every: int = Field(1, ge=1)  # score every k-th post-warm-up epoch (and the last)
 
     @field_validator("rule")
     @classmethod
