@@ -147,7 +147,8 @@ class AlignConfig(_Section):
     method: str = "none"
     weighting: Literal["fixed", "trainable"] = "fixed"
     normalize_features: bool = True
-    blur: float = Field(0.5, gt=0.0)
+    weight: float = Field(1.0, ge=0.0)  # scales the alignment-weight schedule (schedules.align_weight)
+    blur: float = Field(1.0, gt=0.0)  # scales the blur schedule (schedules.blur): kernel width / OT blur
     blur_floor: float = Field(0.01, gt=0.0)
     entropy_weight: float = Field(0.0, ge=0.0)
     topk: int = Field(5, ge=1)

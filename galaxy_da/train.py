@@ -63,11 +63,12 @@ class TrainResult:
 
 
 def epoch_knobs(cfg: TrialConfig, epoch: int) -> StepKnobs:
+    """The epoch's knobs: ``align.weight x schedules.align_weight``, ``max(blur_floor, align.blur x schedules.blur)``, GRL strength."""
     epochs, warmup = cfg.optim.epochs, cfg.optim.warmup_epochs
-    blur = schedule_value(cfg.schedules.blur, epoch, epochs, warmup)
+    blur = cfg.align.blur * schedule_value(cfg.schedules.blur, epoch, epochs, warmup)
     return StepKnobs(
         aligning=epoch >= warmup,
-        align_weight=schedule_value(cfg.schedules.align_weight, epoch, epochs, warmup),
+        align_weight=cfg.align.weight * schedule_value(cfg.schedules.align_weight, epoch, epochs, warmup),
         blur=max(cfg.align.blur_floor, blur),
         grl_strength=schedule_value(cfg.schedules.grl, epoch, epochs, warmup),
     )
@@ -107,7 +108,7 @@ def evaluate_epoch(cfg: TrialConfig, model: torch.nn.Module, data: TrialData, de
     record = {}
     if source_val is not None:
         probs = torch.softmax(torch.from_numpy(source_val.logits), dim=1).numpy()
-        metrics = classification_metrics(source_val.labels, probs, data.dataset.class_names)
+        metrics = classification_metrics(source_val.labels, probs, data.view.class_names)
         record = {f"src_val/{k}": metrics[k] for k in ("acc", "balanced_acc", "macro_f1", "ece_15")}
     record[f"select/{cfg.selection.rule}"] = score(cfg.selection.rule, SelectionInputs(source_val=source_val, target=target))
     return record
@@ -153,8 +154,8 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
         self.data = data = data or load_trial_data(cfg)
         _seed_everything(cfg.seed)
-        channels, height, _ = data.dataset.image_shape
-        self.model = build_model(cfg.model, len(data.dataset.class_names), channels, height).to(device)
+        channels, height, _ = data.view.image_shape
+        self.model = build_model(cfg.model, len(data.view.class_names), channels, height).to(device)
         self.objective = Objective(cfg, self.model.feature_dim, data.train_counts).to(device)
         scales = [p for name, p in self.model.named_parameters() if name.endswith("class_scales")]
         decayed = [p for p in self.model.parameters() if all(p is not s for s in scales)] + self.objective.module_parameters()
@@ -202,15 +203,15 @@ class Trainer:
             "best": self.best,
             "config": self.cfg.model_dump(mode="json"),
             "config_hash": self.cfg.hash(),
-            "class_names": data.dataset.class_names,
-            "image_shape": list(data.dataset.image_shape),
+            "class_names": data.view.class_names,
+            "image_shape": list(data.view.image_shape),
             "norm_stats": {"source": data.source_stats.as_dict(), "target": data.target_stats.as_dict()},
-            "data_manifest_hash": data.dataset.manifest_hash,
+            "data_manifest_hash": data.view.manifest_hash,
             "data_path": self.cfg.data.path,
         }
 
     def result(self) -> TrainResult:
-        return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early, self.data.dataset.manifest_hash)
+        return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early, self.data.view.manifest_hash)
 
     def epochs(self, until_epoch: Optional[int] = None) -> Iterator[dict[str, Any]]:
         """Train epoch after epoch (up to ``until_epoch`` epochs in all); yield each epoch's record.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from galaxy_da.config import TrialConfig
-from galaxy_da.train import Trainer
+from galaxy_da.train import Trainer, TrainResult
 
 ERROR_TAG_LIMIT = 5000
 
@@ -90,29 +90,42 @@ class TrackedTrial:
         """Close the run FINISHED with its final artifacts; ``stopped_by`` names who stopped an unfinished trial."""
         result = self.trainer.result()
         if self.tracker is not None and not self.closed:
-            from galaxy_da.tracking import log_trial_outputs
-
-            tags = {"data_manifest_hash": result.manifest_hash, "data_path": self.cfg.data.path}
-            if stopped_by is not None and not self.trainer.finished:
-                tags |= {"stopped_by": stopped_by, "stopped_after_epochs": str(self.trainer.next_epoch)}
-            self.tracker.set_tags(tags)
-            self.tracker.log_metrics({"best/epoch": -1 if result.best_epoch is None else result.best_epoch, "best/score": result.best_score})
-            log_trial_outputs(self.tracker, result.history, result.checkpoint_dir, title=self.cfg.tracking.run_name or self.tracker.run_id[:8])
-            self.tracker.finish("FINISHED")
+            stop_tags = {} if stopped_by is None or self.trainer.finished else {"stopped_by": stopped_by, "stopped_after_epochs": str(self.trainer.next_epoch)}
+            close_finished_run(self.tracker, result, self.cfg.data.path, {"closed_by": "trial", **stop_tags}, self.cfg.tracking.run_name)
         self.closed = True
         return TrialOutcome(self.run_id, result.best_epoch, result.best_score, result.history, result.checkpoint_dir)
 
     def fail(self, error: BaseException) -> None:
-        """Close the run FAILED with the error, or KILLED when it was interrupted."""
+        """Close the run FAILED with the error (tag and traceback); an interruption goes to :meth:`interrupt`."""
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            return self.interrupt()
         if self.tracker is not None and not self.closed:
-            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
-            if interrupted:
-                self.tracker.set_tags({"interrupted_after_epochs": str(self.trainer.next_epoch)})
-            else:
-                self.tracker.set_tags({"error": f"{type(error).__name__}: {error}"[:ERROR_TAG_LIMIT]})
-                self.tracker.log_text("".join(traceback.format_exception(error)), "error.txt")
-            self.tracker.finish("KILLED" if interrupted else "FAILED")
+            close_failed_run(self.tracker, error)
         self.closed = True
+
+    def interrupt(self) -> None:
+        """Close the run KILLED: stopped from outside before it ended; a resumed trial re-opens it."""
+        if self.tracker is not None and not self.closed:
+            self.tracker.set_tags({"interrupted_after_epochs": str(self.trainer.next_epoch)})
+            self.tracker.finish("KILLED")
+        self.closed = True
+
+
+def close_failed_run(tracker, error: BaseException) -> None:
+    """FAILED, with the error as a tag and its traceback as ``error.txt``."""
+    tracker.set_tags({"error": f"{type(error).__name__}: {error}"[:ERROR_TAG_LIMIT], "closed_by": "trial"})
+    tracker.log_text("".join(traceback.format_exception(error)), "error.txt")
+    tracker.finish("FAILED")
+
+
+def close_finished_run(tracker, result: TrainResult, data_path: str, tags: dict[str, str], title: Optional[str] = None) -> None:
+    """Tags, best score, checkpoints, history and plot; then FINISHED."""
+    from galaxy_da.tracking import log_trial_outputs
+
+    tracker.set_tags({"data_manifest_hash": result.manifest_hash, "data_path": data_path, **tags})
+    tracker.log_metrics({"best/epoch": -1 if result.best_epoch is None else result.best_epoch, "best/score": result.best_score})
+    log_trial_outputs(tracker, result.history, result.checkpoint_dir, title=title or tracker.run_id[:8])
+    tracker.finish("FINISHED")
 
 
 def run_trial(

@@ -15,7 +15,7 @@ import numpy as np
 
 from galaxy_da.config import TrialConfig
 from galaxy_da.data.loader import ChannelStats
-from galaxy_da.data.reader import ImageSet, ShardDataset
+from galaxy_da.data.reader import ImageSet, ShardDataset, TrainingView
 
 
 def _subsample(data: ImageSet, limit: Optional[int], seed: int) -> ImageSet:
@@ -34,7 +34,7 @@ NORMALISATIONS: dict[str, Callable[[ImageSet, ImageSet], tuple[ChannelStats, Cha
 
 @dataclass
 class TrialData:
-    dataset: ShardDataset
+    view: TrainingView  # never the dataset itself: nothing here leads to target labels
     source_train: ImageSet
     source_val: ImageSet
     target_adapt: ImageSet
@@ -43,7 +43,7 @@ class TrialData:
 
     @property
     def train_counts(self) -> list[int]:
-        return np.bincount(self.source_train.labels, minlength=len(self.dataset.class_names)).tolist()
+        return np.bincount(self.source_train.labels, minlength=len(self.view.class_names)).tolist()
 
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:
@@ -54,4 +54,4 @@ def load_trial_data(cfg: TrialConfig) -> TrialData:
     source_val = _subsample(view.source("val"), cfg.data.max_source, cfg.seed + 1)
     target_adapt = _subsample(view.target("adapt"), cfg.data.max_target, cfg.seed + 2)
     source_stats, target_stats = NORMALISATIONS[cfg.data.normalization](source_train, target_adapt)
-    return TrialData(dataset, source_train, source_val, target_adapt, source_stats, target_stats)
+    return TrialData(view, source_train, source_val, target_adapt, source_stats, target_stats)

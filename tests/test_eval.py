@@ -100,3 +100,24 @@ def test_same_dataset_does_not_warn(trained_run, store, caplog):
         run_eval.open_dataset_for(run)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert run.checkpoint == "best" and run.class_names == ["elliptical", "irregular", "spiral"]
+
+
+def test_a_run_trained_on_cuda_evaluates_on_a_cpu_only_machine(toy_dataset, store, tmp_path):
+    """The checkpoint of a CUDA run says device=cuda; --device (default auto) is this machine's choice."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.checkpoint import save_checkpoint
+    from galaxy_da.tracking import load_run_checkpoint
+
+    cfg = load_config(None, [f"data.path={toy_dataset}", *TINY, "device=cpu", f"tracking.tracking_uri={store}"])
+    run_id = run_trial(cfg).run_id
+    state = load_run_checkpoint(run_id, "best", store)
+    state["config"]["device"] = "cuda"
+    save_checkpoint(state, tmp_path / "best.pt")
+    MlflowClient(store).log_artifact(run_id, str(tmp_path / "best.pt"), "checkpoints")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            run_eval.evaluate_run(run_id, store, log=False, device="cuda")
+    for device in ("auto", "cpu"):
+        assert run_eval.main(["--run-id", run_id, "--tracking-uri", store, "--device", device, "--no-log"]) == 0

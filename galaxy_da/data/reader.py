@@ -170,17 +170,39 @@ class ShardDataset:
 
 
 class TrainingView:
-    """What training and model selection may see: no target labels, ever."""
+    """What training and model selection may see: no target labels, ever.
+
+    Its public surface is source images with labels, target images without, and
+    manifest facts that carry no label information (class names, image shape,
+    manifest hash). Its reference to the dataset is private: no public
+    attribute leads to :meth:`ShardDataset.evaluation_view`.
+    """
 
     def __init__(self, dataset: ShardDataset):
-        self.dataset = dataset
+        self._dataset = dataset
+
+    @property
+    def uri(self) -> str:
+        return self._dataset.uri
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._dataset.class_names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self._dataset.image_shape
+
+    @property
+    def manifest_hash(self) -> str:
+        return self._dataset.manifest_hash
 
     def source(self, split: str) -> ImageSet:
-        return self.dataset._image_set("source", split, with_labels=True)
+        return self._dataset._image_set("source", split, with_labels=True)
 
     def target(self, split: str = "adapt") -> ImageSet:
         """Target images of ``split``, labels withheld (``labels`` is None)."""
-        return self.dataset._image_set("target", split, with_labels=False)
+        return self._dataset._image_set("target", split, with_labels=False)
 
     def target_labels(self, *_: Any, **__: Any) -> None:
         raise LabelGuardError(
@@ -193,7 +215,7 @@ class EvaluationView(TrainingView):
     """Evaluation only: labelled access to every split of both domains."""
 
     def labelled(self, domain: str, split: str) -> ImageSet:
-        return self.dataset._image_set(domain, split, with_labels=True)
+        return self._dataset._image_set(domain, split, with_labels=True)
 
 
 def open_dataset(uri: str, verify: bool = False) -> ShardDataset:

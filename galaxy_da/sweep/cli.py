@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 from galaxy_da.sweep.space import Space
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SMOKE_CONFIG = CONFIGS / "smoke.yaml"
 SMOKE_DATA = Path("data/smoke")
 # Tiny trials: 2 epochs of 4 steps on a few hundred 33 px galaxies (about 10 s each on one core).
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -34,10 +35,15 @@ SMOKE_OVERRIDES: dict[str, Any] = {
 SMOKE_SAMPLES = 3
 
 
-def parser(description: Optional[str], num_samples: int, searcher: str, config: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
+def base_config_path(name: str) -> Path:
+    """A sweep's own base trial, sized for the quality benchmark: ``configs/sweep_<name>.yaml``."""
+    return CONFIGS / f"sweep_{name}.yaml"
+
+
+def parser(description: Optional[str], num_samples: int, searcher: str, config: Path) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
-    p.add_argument("--config", type=Path, default=config, help="base trial YAML (default: %(default)s)")
+    p.add_argument("--config", type=Path, help=f"base trial YAML (default: {config.relative_to(CONFIGS.parent)}; with --smoke-test: {SMOKE_CONFIG.relative_to(CONFIGS.parent)})")
     p.add_argument("--data", help="dataset path or URI (default: the config's data.path)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 2 epochs, a few trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
@@ -51,7 +57,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut (0: never prune)")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the first epoch after warm-up; 0: never prune)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
     return p
 
@@ -67,7 +73,7 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
 
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
-    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Path = DEFAULT_CONFIG,
+    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Optional[Path] = None,
     prune: bool = True,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
@@ -76,6 +82,7 @@ def main(
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.tuner import run_sweep
 
+    config = config or base_config_path(name)
     args = parser(description, num_samples, searcher, config).parse_args(argv)
     if not prune:
         args.grace_period = 0
@@ -84,12 +91,13 @@ def main(
         overrides["data.path"] = str(smoke_data())
     if args.data:
         overrides["data.path"] = args.data
-    cfg = load_config(args.config, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
+    config_path = args.config or (SMOKE_CONFIG if args.smoke_test else config)
+    cfg = load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=args.grace_period or cfg.optim.epochs,  # a grace period of every epoch: no pruning
+        grace_period=cfg.optim.epochs if args.grace_period == 0 else args.grace_period,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
     )

@@ -6,6 +6,7 @@ No Ray import: the sweep CLI builds settings and checks them before Ray starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from galaxy_da.config import TrialConfig
@@ -26,7 +27,7 @@ class SweepSettings:
     max_concurrent: int = 2
     searcher: str = "optuna"
     seed: int = 0
-    grace_period: int = 1
+    grace_period: Optional[int] = None  # ASHA's first rung in epochs; None: the first epoch after warm-up
     reduction_factor: int = 2
     max_failures: int = 1
     cpus_per_trial: float = 1.0
@@ -39,8 +40,13 @@ class SweepSettings:
     num_cpus: Optional[int] = None  # local Ray only
 
     @property
+    def storage_uri(self) -> str:
+        """``storage_path`` as Ray and pyarrow need it: a URI, or an absolute local path."""
+        return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).resolve())
+
+    @property
     def experiment_path(self) -> str:
-        return f"{self.storage_path.rstrip('/')}/{self.name}"
+        return f"{self.storage_uri.rstrip('/')}/{self.name}"
 
 
 @dataclass

@@ -33,12 +33,13 @@ from typing import Any, Callable, Iterator, Optional
 import ray
 from ray import tune
 
-from galaxy_da.config import ConfigError, TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
-from galaxy_da.sweep.state import finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.stops import AnnouncingASHA
 from galaxy_da.sweep.tracking_server import tracking_server
-from galaxy_da.sweep.trainable import TIME_ATTR, ChildRunCloser, tune_trial
+from galaxy_da.sweep.trainable import TIME_ATTR, SweepTrial
 from galaxy_da.tracking import default_tracking_uri
 
 RAY_CLUSTER_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
@@ -72,10 +73,28 @@ def build_searcher(settings: SweepSettings):
     return SEARCHERS[settings.searcher](settings)
 
 
-def build_scheduler(settings: SweepSettings, epochs: int):
-    from ray.tune.schedulers import ASHAScheduler
+def grace_period(base: dict[str, Any], settings: SweepSettings) -> int:
+    """ASHA's first rung, in epochs: by default the first epoch after the longest warm-up in the space.
 
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    A rung inside warm-up would compare trials before their alignment has run
+    (DESIGN principle 9), so an explicit grace period that short is refused.
+    """
+    warmup = search_space.largest_value(base, settings.space, "optim.warmup_epochs")
+    if settings.grace_period is None:
+        return warmup + 1
+    if settings.grace_period <= warmup:
+        raise ConfigError(
+            f"grace period {settings.grace_period} would prune inside warm-up: trials warm up for {warmup} epoch(s), "
+            f"so ASHA's first rung must come at epoch {warmup + 1} or later (--grace-period {warmup + 1})"
+        )
+    return settings.grace_period
+
+
+def build_scheduler(base: dict[str, Any], settings: SweepSettings):
+    return AnnouncingASHA(
+        settings.experiment_path, time_attr=TIME_ATTR, max_t=base["optim"]["epochs"],
+        grace_period=grace_period(base, settings), reduction_factor=settings.reduction_factor,
+    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -103,6 +122,11 @@ def start_ray(settings: SweepSettings) -> None:
     ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
 
 
+def base_hash(base: dict[str, Any]) -> str:
+    """The hash of a prepared base config (absolute paths; the tracking section left out)."""
+    return validate(base, "base config").hash()
+
+
 def prepare_base(cfg: TrialConfig) -> dict[str, Any]:
     """The base config as plain data, with local paths made absolute (trials run in their own folders)."""
     tree = cfg.model_dump(mode="json")
@@ -128,8 +152,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
     base = prepare_base(cfg)
     has_gpu = settings.use_gpu if settings.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     trainable = tune.with_parameters(
-        tune_trial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-        threads=int(settings.cpus_per_trial),
+        SweepTrial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
+        experiment_path=settings.experiment_path, threads=int(settings.cpus_per_trial),
     )
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
@@ -141,16 +165,15 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
         param_space=search_space.to_tune(settings.space),
         tune_config=tune.TuneConfig(
             metric=f"select/{cfg.selection.rule}", mode="max", search_alg=build_searcher(settings),
-            scheduler=build_scheduler(settings, cfg.optim.epochs), num_samples=settings.num_samples,
-            max_concurrent_trials=settings.max_concurrent,
+            scheduler=build_scheduler(base, settings), num_samples=settings.num_samples,
+            max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path if "://" in settings.storage_path else str(Path(settings.storage_path).resolve()),
+            name=settings.name, storage_path=settings.storage_uri,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[ChildRunCloser()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
         ),
     )
 
@@ -170,17 +193,26 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     """Run (or resume) a sweep; the search space is checked against the config before Ray starts."""
     from mlflow.tracking import MlflowClient
 
-    search_space.check_space(cfg.model_dump(mode="json"), settings.space)
-    build_searcher(settings)  # fail on a bad searcher/space pairing before starting anything
-    if not resume and read_sweep_state(settings) is not None:
+    base = prepare_base(cfg)
+    search_space.check_space(base, settings.space)
+    build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
+    grace_period(base, settings)
+    state = read_sweep_state(settings)
+    if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
+    if resume and state is not None and state.get("base_config_hash") not in (None, base_hash(base)):
+        raise ConfigError(
+            f"--resume: the base config hashes to {base_hash(base)} but sweep {settings.name!r} was started from "
+            f"{state['base_config_hash']}; resume with the same config, data path and overrides, or start a new --name"
+        )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
     with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
         client = MlflowClient(tracking_uri)
-        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
+        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
         start_ray(settings)
         try:
             grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+            close_orphaned_runs(client, grid)
             complete = _complete(grid, settings)
             rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
             if not complete:
