@@ -90,6 +90,7 @@ class ShardDataset:
         if info.type != pafs.FileType.File:
             partial = self.filesystem.get_file_info(f"{self.root}.partial")
             hint = " (a '.partial' folder exists: the write did not finish)" if partial.type != pafs.FileType.NotFound else ""
+            hint = hint or f" (render one with `galaxy-da synth --out {self.uri}`, or point --data / data.path at a dataset)"
             raise DatasetError(f"{self.uri}: no {MANIFEST_NAME}; not a finished dataset{hint}")
         return self._read_bytes(MANIFEST_NAME)
 

@@ -34,6 +34,7 @@ import ray
 from ray import tune
 
 from galaxy_da.config import ConfigError, TrialConfig, validate
+from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
@@ -197,6 +198,7 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
     grace_period(base, settings)
+    ShardDataset(base["data"]["path"]).manifest  # a missing or unfinished dataset fails here, before anything starts
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
