@@ -2,22 +2,24 @@
 
 The launch layer: it imports Ray, and nothing in the core imports it.
 
-- Trials: :func:`tune_trial` builds the trial's config with the sampled dotted
-  overrides and calls the same :func:`galaxy_da.trial.run_trial` as
-  ``galaxy-da train``; each epoch it reports the record and the trial's
-  checkpoint folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) to Tune.
-  Data reaches trials as a shard path or URI, never through the object store.
+- Trials: :class:`~galaxy_da.sweep.trainable.SweepTrial` trains the trial's
+  config (the base plus the sampled dotted overrides) with the same
+  :class:`~galaxy_da.trial.TrackedTrial` as ``galaxy-da train``, one scored epoch
+  per Tune step, and closes its own MLflow run. Actors are reused between
+  trials. Data reaches trials as a shard path or URI, never through the object store.
 - Search: Optuna's TPE (seeded) or Tune's random/grid generator
   (:data:`SEARCHERS`); ASHA prunes on ``epochs_done`` (``epoch + 1``, restored
-  with the checkpoint), on the label-free metric ``select/<rule>``, maximised.
-- Resources per trial by backbone (:data:`GPU_SHARE`): a quarter GPU for the
+  with the checkpoint) on the label-free metric ``select/<rule>``, maximised,
+  with its first rung after warm-up.
+- Resources per trial by backbone (:data:`~galaxy_da.sweep.settings.GPU_SHARE`): a quarter GPU for the
   small CNN, whole GPUs for ResNet-18 and steerable nets; CPUs otherwise.
 - MLflow: one parent run per sweep (search space, settings, leaderboard,
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
   to its child run, so MLflow holds exactly one child run per trial.
-- Resume: the parent run id lives in ``<experiment>/galaxy_da_sweep.json``;
-  ``Tuner.restore`` brings back the searcher, the scheduler and every trial.
+- Resume: the parent run id and the base config's hash live in
+  ``<experiment>/galaxy_da_sweep.json``; ``Tuner.restore`` brings back the
+  searcher, the scheduler and every trial; a different base config is refused.
 """
 
 from __future__ import annotations
