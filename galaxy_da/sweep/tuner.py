@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -44,9 +42,6 @@ from galaxy_da.sweep.stops import AnnouncingASHA
 from galaxy_da.sweep.tracking_server import tracking_server
 from galaxy_da.sweep.trainable import TIME_ATTR, SweepTrial
 from galaxy_da.tracking import default_tracking_uri
-
-RAY_CLUSTER_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-
 
 # --------------------------------------------------------------------------- search
 
@@ -104,19 +99,14 @@ def build_scheduler(base: dict[str, Any], settings: SweepSettings):
 
 
 def resolve_address(address: Optional[str]) -> str:
-    """``address``, else ``$RAY_ADDRESS``, else ``auto`` if a Ray cluster answers on this node, else ``local``.
+    """``address``, else ``$RAY_ADDRESS``, else ``local``: a fresh Ray instance for this sweep alone.
 
-    A stale ``/tmp/ray/ray_current_cluster`` (Ray stopped) must not make us dial a dead cluster.
+    A running cluster is joined only when asked (``--address auto``, or
+    ``RAY_ADDRESS``, which the cluster YAMLs and the SLURM launcher set): on a
+    shared host, "the cluster on this node" may be somebody else's, or a dead
+    one that ``/tmp/ray/ray_current_cluster`` still names.
     """
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        return address
-    try:
-        host, port = RAY_CLUSTER_FILE.read_text().strip().rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=1):
-            return "auto"
-    except (OSError, ValueError):
-        return "local"
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 def start_ray(settings: SweepSettings) -> None:
