@@ -151,6 +151,7 @@ def statuses(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy_dataset, tmp_path):
     db = tmp_path / "mlflow" / "mlflow.db"
     command = [
@@ -168,7 +169,7 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
     driver.wait(timeout=60)
     time.sleep(5)  # Ray's processes notice their driver is gone
 
-    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["trials"] == 3
