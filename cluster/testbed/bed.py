@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 from pathlib import Path
 from cluster.testbed import net, ssh
 from cluster.testbed.host import HOME, Host
@@ -96,7 +97,7 @@ class TestBed:
         """(Re)start a host's PID 1; its network and scratch are kept."""
         host.start({
             "hostname": host.hostname, "tmp": str(host.root / "tmp"), "home": str(host.root / "home"), "home_mountpoint": HOME,
-            "ssh_dir": str(host.root / "ssh"), "hosts_file": str(self.root / "hosts.txt"), "code": str(self.code),
+            "ssh_dir": str(host.root / "ssh"), "hosts_file": str(self.root / "hosts.txt"), "shared_ro": shared_read_only(self.code),
             "bed_root": str(self.root), "shm_mb": SHM_MB,
         })
 
@@ -121,6 +122,12 @@ class TestBed:
         """Anything of this bed still on the machine: processes, namespaces, links, the folder (keys included)."""
         processes = [f"pid {pid}" for host in self.hosts for pid in host.pids()]
         return processes + net.leftovers(self.names) + ([str(self.root)] if self.root.exists() else [])
+
+
+def shared_read_only(code: Path) -> list[str]:
+    """Folders every host sees read-only: the code, and the base Python of its venv when it is under $HOME (pyenv)."""
+    base = Path(sys.base_prefix).resolve()
+    return [str(code)] + ([str(base)] if base.is_relative_to(HOME) else [])
 
 
 def _sigterm_as_exit(signum, frame) -> None:

@@ -110,7 +110,8 @@ class Host:
 
     # ------------------------------------------------------------------ commands
     def command(self, argv: list[str], cwd: str = HOME) -> list[str]:
-        return ["nsenter", f"--target={self.init_pid()}", "--net", "--pid", "--mount", "--uts", f"--wd={cwd}", "--", *argv]
+        """``argv`` inside the host's namespaces, in ``cwd`` as the host sees it."""
+        return ["nsenter", f"--target={self.init_pid()}", "--net", "--pid", "--mount", "--uts", "--", "env", f"--chdir={cwd}", *argv]
 
     def popen(self, argv: list[str], env: Optional[dict[str, str]] = None, cwd: str = HOME, **kwargs) -> subprocess.Popen:
         """Start ``argv`` on the host in its own process group (so it can be stopped as a whole)."""

@@ -9,7 +9,8 @@ then makes the host's storage private before anything else starts:
   ``~/.bashrc``, ``~/ray_bootstrap_config.yaml`` are per host, as on real machines);
 - ``/run`` and ``/dev/shm`` -> fresh tmpfs (sshd's privilege-separation folder, Ray's plasma store);
 - ``/etc/hosts`` -> the bed's host table (hostnames resolve to cluster addresses);
-- the code folder -> read-only (the one thing every host shares, as the on-premise YAML assumes);
+- the code folder (and the Python its venv was made from) -> read-only: what every host
+  shares, as the on-premise YAML assumes (the same checkout and venv at the same path);
 - the bed's state folder -> an empty tmpfs, so no host sees another host's scratch.
 
 Then it starts ``sshd -D`` and reaps every orphan (Ray daemonises; an orphan's
@@ -36,13 +37,18 @@ def private_storage(spec: dict) -> None:
     mount("--make-rprivate", "/")
     ssh_dir = "/run/gda-ssh"
     staged = {name: open(os.path.join(spec["ssh_dir"], name), "rb").read() for name in os.listdir(spec["ssh_dir"])}
+    # Hold the shared folders open: some (pyenv's Python) live under $HOME, which is about to be covered.
+    shared = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in spec["shared_ro"]}
     mount("--bind", spec["tmp"], "/tmp")
     mount("--bind", spec["home"], spec["home_mountpoint"])
     mount("-t", "tmpfs", "-o", "mode=755", "tmpfs", "/run")
     mount("-t", "tmpfs", "-o", f"size={spec['shm_mb']}m", "tmpfs", "/dev/shm")
     mount("--bind", spec["hosts_file"], "/etc/hosts")
-    mount("--bind", spec["code"], spec["code"])
-    mount("-o", "remount,bind,ro", spec["code"])
+    for path, fd in shared.items():
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/self/fd/{fd}", path], check=True, pass_fds=[fd])
+        mount("-o", "remount,bind,ro", path)
+        os.close(fd)
     mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", spec["bed_root"])
     os.makedirs("/run/sshd", mode=0o755)
     os.makedirs(ssh_dir, mode=0o700)

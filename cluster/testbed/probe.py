@@ -1,0 +1,81 @@
+"""Small checks a host runs against the shared services: ``python -m cluster.testbed.probe <check> ...``.
+
+Run inside a host (``Host.run``) with the node environment, so every call
+crosses the bed's network exactly as a trial's would. Each prints one JSON line.
+
+- ``make-bucket NAME``: create the S3 bucket (through pyarrow, with ``AWS_ENDPOINT_URL``);
+- ``unauthenticated``: the HTTP status the tracking server gives a request without credentials;
+- ``audit PARENT_RUN_ID``: the sweep as MLflow holds it (see :func:`audit`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+
+def make_bucket(name: str) -> dict:
+    import pyarrow.fs as pafs
+
+    filesystem, _ = pafs.FileSystem.from_uri(f"s3://{name}?allow_bucket_creation=true")
+    filesystem.create_dir(name)
+    return {"bucket": name}
+
+
+def unauthenticated() -> dict:
+    url = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return {"status": response.status}
+    except urllib.error.HTTPError as error:
+        return {"status": error.code}
+
+
+def audit(parent_run_id: str) -> dict:
+    """Every child run: status, node, epochs, duplicated or missing metric points, artifacts; the leaderboard."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in children:
+            run_id = run.info.run_id
+            history = json.loads(Path(client.download_artifacts(run_id, "history.json", tmp)).read_text()) if run.info.status == "FINISHED" else []
+            expected = {(key, int(record["epoch"])): value for record in history for key, value in record.items()
+                        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and value == value}
+            logged = Counter()
+            mismatched = []
+            for key in {key for key, _ in expected}:
+                for point in client.get_metric_history(run_id, key):
+                    logged[(key, point.step)] += 1
+                    if (key, point.step) in expected and abs(point.value - expected[(key, point.step)]) > 1e-9 * max(1.0, abs(point.value)):
+                        mismatched.append(f"{key}@{point.step}")
+            artifacts = {f.path for f in client.list_artifacts(run_id)} | {f.path for d in ("checkpoints", "plots") for f in client.list_artifacts(run_id, d)}
+            checkpoint = Path(client.download_artifacts(run_id, "checkpoints/last.pt", tmp)) if "checkpoints/last.pt" in artifacts else None
+            runs.append({
+                "run_id": run_id, "trial": run.data.tags.get("ray_trial_id"), "status": run.info.status,
+                "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
+                "epochs": sorted({int(r["epoch"]) for r in history}),
+                "duplicated": sorted(f"{k}@{s}" for (k, s), n in logged.items() if n > 1),
+                "missing": sorted(f"{k}@{s}" for k, s in expected if logged[(k, s)] == 0),
+                "mismatched": sorted(mismatched), "points": sum(logged.values()),
+                "artifacts": sorted(artifacts), "checkpoint_bytes": checkpoint.stat().st_size if checkpoint else 0,
+            })
+        board = []
+        if parent.info.status == "FINISHED":
+            board = Path(client.download_artifacts(parent_run_id, "leaderboard.csv", tmp)).read_text().splitlines()[1:]
+    return {"parent_status": parent.info.status, "children": runs, "leaderboard_rows": board}
+
+
+CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "audit": audit}
+
+if __name__ == "__main__":
+    print(json.dumps(CHECKS[sys.argv[1]](*sys.argv[2:])))
