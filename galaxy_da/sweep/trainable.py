@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
 from ray import tune
 
 from galaxy_da.config import TrialConfig
@@ -36,8 +37,14 @@ def _tune_metrics(record: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def attach_child_run(cfg: TrialConfig, tracking_uri: str, parent_run_id: str, trial_id: str, tags: dict[str, str], run_id: Optional[str]) -> str:
-    """The trial's MLflow run: re-opened from its checkpoint's id, else created fresh.
+def node_tags(previous: str, node_ip: str) -> dict[str, str]:
+    """``node_ip``: where the trial runs now; ``node_ips``: every host it ran on, in order (a resume adds one)."""
+    hosts = [ip for ip in previous.split(",") if ip]
+    return {"node_ip": node_ip, "node_ips": ",".join(hosts if hosts and hosts[-1] == node_ip else hosts + [node_ip])}
+
+
+def attach_child_run(cfg: TrialConfig, tracking_uri: str, parent_run_id: str, trial_id: str, tags: dict[str, str], run_id: Optional[str], node_ip: str) -> str:
+    """The trial's MLflow run: re-opened from its checkpoint's id, else created fresh; tagged with this node's address.
 
     A trial restarted without a checkpoint may have left a run behind (it crashed
     or was interrupted before its first report); that run is deleted so the
@@ -48,6 +55,8 @@ def attach_child_run(cfg: TrialConfig, tracking_uri: str, parent_run_id: str, tr
     client = MlflowClient(tracking_uri)
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
+        for key, value in node_tags(client.get_run(run_id).data.tags.get("node_ips", ""), node_ip).items():
+            client.set_tag(run_id, key, value)
         return run_id
     experiment_id = ensure_experiment(client, cfg.tracking.experiment, tracking_uri)
     stale = client.search_runs(
@@ -55,7 +64,7 @@ def attach_child_run(cfg: TrialConfig, tracking_uri: str, parent_run_id: str, tr
     )
     for run in stale:
         client.delete_run(run.info.run_id)
-    tracker = RunTracker(cfg, tracking_uri=tracking_uri, parent_run_id=parent_run_id, extra_tags={TRIAL_TAG: trial_id, **tags})
+    tracker = RunTracker(cfg, tracking_uri=tracking_uri, parent_run_id=parent_run_id, extra_tags={TRIAL_TAG: trial_id, **tags, **node_tags("", node_ip)})
     return tracker.run_id
 
 
@@ -77,7 +86,7 @@ def tune_trial(config: dict[str, Any], *, base: dict[str, Any], space: Space, pa
         checkpoint.to_directory(str(work))
         stored_run_id = json.loads((work / RUN_ID_FILE).read_text())["run_id"]
     varied = {VARIED_TAG_PREFIX + path: label for path, label in search_space.describe(space, config).items()}
-    run_id = attach_child_run(cfg, tracking_uri, parent_run_id, context.get_trial_id(), varied, stored_run_id)
+    run_id = attach_child_run(cfg, tracking_uri, parent_run_id, context.get_trial_id(), varied, stored_run_id, ray.util.get_node_ip_address())
     (work / RUN_ID_FILE).write_text(json.dumps({"run_id": run_id, "trial_id": context.get_trial_id()}))
 
     def report_to_tune(record: dict[str, Any], checkpoint_dir: Path) -> None:

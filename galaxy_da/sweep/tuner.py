@@ -35,6 +35,7 @@ from ray import tune
 
 from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import finish_parent_run, open_parent_run, read_sweep_state
 from galaxy_da.sweep.tracking_server import tracking_server
@@ -97,10 +98,12 @@ def resolve_address(address: Optional[str]) -> str:
         return "local"
 
 
-def start_ray(settings: SweepSettings) -> None:
+def start_ray(settings: SweepSettings) -> int:
+    """Start or join Ray; the number of live nodes."""
     address = resolve_address(settings.address)
     local = address == "local"
     ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
+    return sum(node["Alive"] for node in ray.nodes())
 
 
 def prepare_base(cfg: TrialConfig) -> dict[str, Any]:
@@ -167,7 +170,7 @@ def _environment(**variables: str) -> Iterator[None]:
 
 
 def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
-    """Run (or resume) a sweep; the search space is checked against the config before Ray starts."""
+    """Run (or resume) a sweep; the search space is checked before Ray starts, the store's reach right after."""
     from mlflow.tracking import MlflowClient
 
     search_space.check_space(cfg.model_dump(mode="json"), settings.space)
@@ -175,19 +178,21 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     if not resume and read_sweep_state(settings) is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
-    with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
-        client = MlflowClient(tracking_uri)
-        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
-        start_ray(settings)
-        try:
-            grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
-            complete = _complete(grid, settings)
-            rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
-            if not complete:
+    nodes = start_ray(settings)
+    try:
+        check_reachable(store_uri, nodes)
+        with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
+            client = MlflowClient(tracking_uri)
+            parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
+            try:
+                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+                complete = _complete(grid, settings)
+                rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
+                if not complete:
+                    client.set_terminated(parent_run_id, "KILLED")
+            except BaseException:
                 client.set_terminated(parent_run_id, "KILLED")
-        except BaseException:
-            client.set_terminated(parent_run_id, "KILLED")
-            raise
-        finally:
-            ray.shutdown()
+                raise
+    finally:
+        ray.shutdown()
     return SweepResult(parent_run_id, settings.experiment_path, complete, rows, store_uri)
