@@ -73,15 +73,19 @@ class Host:
             raise RuntimeError(f"host {self.hostname}: no init process")
         return int(children[0])
 
-    def kill(self) -> None:
-        """The machine is lost: SIGKILL to PID 1 takes every process of the host with it."""
+    def kill(self, timeout_s: float = 30.0) -> None:
+        """The machine is lost: SIGKILL to PID 1 takes every process of the host with it; returns once they are gone."""
         if not self.alive:
             return
+        doomed = self.pids()
         with contextlib.suppress(ProcessLookupError, RuntimeError, FileNotFoundError):
             os.kill(self.init_pid(), signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while any(os.path.exists(f"/proc/{pid}") for pid in doomed) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def pids(self) -> list[int]:
         """Every process of this host, by its machine-wide pid."""

@@ -5,6 +5,8 @@ crosses the bed's network exactly as a trial's would. Each prints one JSON line.
 
 - ``make-bucket NAME``: create the S3 bucket (through pyarrow, with ``AWS_ENDPOINT_URL``);
 - ``unauthenticated``: the HTTP status the tracking server gives a request without credentials;
+- ``nodes ADDRESS N TIMEOUT``: wait until ``N`` Ray nodes are alive (token auth from the environment);
+- ``progress NAME``: the sweep's parent run and each child's status, host and epochs so far;
 - ``audit PARENT_RUN_ID``: the sweep as MLflow holds it (see :func:`audit`).
 """
 
@@ -18,6 +20,9 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
+
+
+FINAL_PREFIX = "best/"  # the running best, logged each epoch and once more, at step 0, when the trial ends
 
 
 def make_bucket(name: str) -> dict:
@@ -35,6 +40,43 @@ def unauthenticated() -> dict:
             return {"status": response.status}
     except urllib.error.HTTPError as error:
         return {"status": error.code}
+
+
+def nodes(address: str, count: str, timeout_s: str) -> dict:
+    import time
+
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + float(timeout_s)
+        while (alive := sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])) and len(alive) < int(count):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} Ray nodes: only {alive} after {timeout_s} s")
+            time.sleep(1.0)
+        return {"alive": alive, "cpus": ray.cluster_resources().get("CPU", 0)}
+    finally:
+        ray.shutdown()
+
+
+def progress(name: str) -> dict:
+    """The parent run of sweep ``name`` (newest) and its children: status, node, epochs logged, epoch times (ms)."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.tracking import EPOCH_METRIC
+
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(experiments, filter_string=f"tags.sweep = '{name}'", order_by=["start_time DESC"], max_results=1)
+    if not parents:
+        return {"parent": None, "children": []}
+    parent = parents[0]
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)
+    return {"parent": parent.info.run_id, "parent_status": parent.info.status, "children": [
+        {"run_id": run.info.run_id, "status": run.info.status, "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
+         "epoch_times_ms": sorted(p.timestamp for p in client.get_metric_history(run.info.run_id, EPOCH_METRIC))}
+        for run in children
+    ]}
 
 
 def audit(parent_run_id: str) -> dict:
@@ -64,7 +106,7 @@ def audit(parent_run_id: str) -> dict:
                 "run_id": run_id, "trial": run.data.tags.get("ray_trial_id"), "status": run.info.status,
                 "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
                 "epochs": sorted({int(r["epoch"]) for r in history}),
-                "duplicated": sorted(f"{k}@{s}" for (k, s), n in logged.items() if n > 1),
+                "duplicated": sorted(f"{k}@{s}" for (k, s), n in logged.items() if n > 1 and not k.startswith(FINAL_PREFIX)),
                 "missing": sorted(f"{k}@{s}" for k, s in expected if logged[(k, s)] == 0),
                 "mismatched": sorted(mismatched), "points": sum(logged.values()),
                 "artifacts": sorted(artifacts), "checkpoint_bytes": checkpoint.stat().st_size if checkpoint else 0,
@@ -75,7 +117,7 @@ def audit(parent_run_id: str) -> dict:
     return {"parent_status": parent.info.status, "children": runs, "leaderboard_rows": board}
 
 
-CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "audit": audit}
+CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "nodes": nodes, "progress": progress, "audit": audit}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[sys.argv[1]](*sys.argv[2:])))
