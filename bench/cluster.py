@@ -13,12 +13,15 @@ overhead of crossing hosts, not scaling):
      cluster's start-up;
    - 1 host: ``ray up`` of the head alone, offering the same 6 CPUs (``--num-cpus=6``);
    the ratio of sweep wall times is the figure (goal: at most 1.15);
-3. with ``--faults``: the cluster test's fault scenarios (``pytest -m cluster``), whose
-   report holds each fault's time lost against the clean sweep.
+3. with ``--fault-report FILE`` (written by ``make cluster-test`` with
+   ``GALAXY_DA_CLUSTER_REPORT=FILE``): a clean 3-host sweep of the fault scenarios'
+   4 trials (``SMALL_ARGS``); a fault's time lost is its sweep's wall time in the
+   report minus the clean one's.
 
 Writes ``bench/results/cluster.json``.
 
-    sudo .venv/bin/python bench/cluster.py --pairs 2 --faults
+    sudo GALAXY_DA_CLUSTER_REPORT=/tmp/faults.json make cluster-test
+    sudo .venv/bin/python bench/cluster.py --pairs 1 --fault-report /tmp/faults.json
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,13 +43,13 @@ from cluster.testbed.bed import TestBed  # noqa: E402
 OUT = ROOT / "bench" / "results" / "cluster.json"
 
 
-def one_sweep(stack: scenarios.Stack, hosts: int, total_cpus: int, name: str) -> dict:
+def one_sweep(stack: scenarios.Stack, hosts: int, total_cpus: int, name: str, args: list[str] = scenarios.SWEEP_ARGS) -> dict:
     """ray up (``hosts`` hosts), the sweep, ray down; its timings."""
     stack.env["GALAXY_DA_RAY_START_ARGS"] = f"--num-cpus={total_cpus}" if hosts == 1 else ""
     scenarios.write_env_file(stack)
     up_s = scenarios.ray_up(stack, stack.bed.workers[: hosts - 1])
     try:
-        run = scenarios.submit(stack, name)
+        run = scenarios.submit(stack, name, args=args)
         if run.returncode != 0:
             raise RuntimeError(f"sweep {name} failed:\n{run.output[-4000:]}")
         nodes = {child["node_ip"] for child in scenarios.progress(stack, name)["children"]}
@@ -64,7 +65,7 @@ def load_average() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=1, help="3-host/1-host sweep pairs (default: %(default)s)")
-    parser.add_argument("--faults", action="store_true", help="also run the cluster test's fault scenarios and keep their figures")
+    parser.add_argument("--fault-report", type=Path, help="the cluster test's timings (GALAXY_DA_CLUSTER_REPORT) to set against a clean sweep")
     args = parser.parse_args()
     cpus_per_host = os.cpu_count() or 1
     runs = []
@@ -76,6 +77,7 @@ def main() -> int:
                     load = load_average()
                     runs.append(one_sweep(stack, hosts, 3 * cpus_per_host, f"bench-{hosts}h-{pair}") | {"load_average_before": round(load, 2)})
                     print(json.dumps(runs[-1]), flush=True)
+            clean_small = one_sweep(stack, 3, 3 * cpus_per_host, "bench-clean-small", scenarios.SMALL_ARGS) if args.fault_report else None
         finally:
             stack.services.stop_all()
     three = [r["sweep_s"] for r in runs if r["hosts"] == 3]
@@ -90,11 +92,13 @@ def main() -> int:
         "ratio_3_vs_1": round(statistics.median(three) / statistics.median(one), 3),
         "goal_ratio": 1.15,
     }
-    if args.faults:
-        with tempfile.NamedTemporaryFile(suffix=".json") as report:
-            subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "cluster", "tests/test_multihost.py", "-k", "OnPremise", "-q"],
-                           cwd=ROOT, env=os.environ | {"GALAXY_DA_CLUSTER_REPORT": report.name, "GALAXY_DA_CLUSTER_TEST": "require"}, check=True)
-            result["cluster_test"] = json.loads(Path(report.name).read_text())
+    if args.fault_report:
+        test = json.loads(args.fault_report.read_text())
+        result["cluster_test"] = test
+        result["clean_small_sweep_s"] = clean_small["sweep_s"]
+        result["time_lost_s"] = {fault: round(test[key] - clean_small["sweep_s"], 1) for fault, key in (
+            ("tracking server restart", "sweep_with_tracking_restart_s"), ("driver killed, --resume", "sweep_with_driver_kill_s"),
+            ("worker host lost mid-epoch", "sweep_with_host_loss_s")) if key in test}
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0

@@ -16,7 +16,9 @@ rendered straight into S3 (``galaxy-da synth --out s3://...``). On it:
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,9 +35,11 @@ DATA = f"s3://{BUCKET}/smoke"
 STORAGE = f"s3://{BUCKET}/ray_results"
 CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
 ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
-# The issue's sweep: 8 tiny trials, 4 at a time; 3 epochs of 6 steps so that a fault lands mid-epoch.
-SWEEP_ARGS = ["--smoke-test", "--num-samples", "8", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE,
-              "optim.epochs=3", "optim.steps_per_epoch=6"]
+# Tiny trials (the smoke config, 4 steps an epoch) of 3 epochs, so that a fault lands mid-trial, 4 at a time.
+# The full sweep has 8 trials; the fault and SLURM sweeps 4 (the cluster test must fit 12 minutes on 2 cores).
+COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE, "optim.epochs=3"]
+SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8"]
+SMALL_ARGS = [*COMMON_ARGS, "--num-samples", "4"]
 
 
 @dataclass
@@ -106,8 +110,8 @@ def ray_down(stack: Stack) -> None:
     stack.on_head(["ray", "down", "-y", "--no-config-cache", CLUSTER_YAML], timeout=300, check=False)
 
 
-def submit_command(name: str, *extra: str) -> list[str]:
-    return ["ray", "submit", "--no-config-cache", CLUSTER_YAML, SWEEP, "--", *SWEEP_ARGS, "--name", name, *extra]
+def submit_command(name: str, args: list[str], *extra: str) -> list[str]:
+    return ["ray", "submit", "--no-config-cache", CLUSTER_YAML, SWEEP, "--", *args, "--name", name, *extra]
 
 
 @dataclass
@@ -124,8 +128,8 @@ class Submission:
         return json.loads(lines[-1])
 
 
-def start_submit(stack: Stack, name: str, *extra: str) -> subprocess.Popen:
-    return stack.head.popen(submit_command(name, *extra), env=stack.login_env(), cwd=str(stack.bed.code),
+def start_submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS) -> subprocess.Popen:
+    return stack.head.popen(submit_command(name, args, *extra), env=stack.login_env(), cwd=str(stack.bed.code),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -134,9 +138,9 @@ def finish(process: subprocess.Popen, began: float, timeout_s: float = 900) -> S
     return Submission(process.returncode, output, time.monotonic() - began)
 
 
-def submit(stack: Stack, name: str, *extra: str, timeout_s: float = 900) -> Submission:
+def submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS, timeout_s: float = 900) -> Submission:
     began = time.monotonic()
-    return finish(start_submit(stack, name, *extra), began, timeout_s)
+    return finish(start_submit(stack, name, *extra, args=args), began, timeout_s)
 
 
 # --------------------------------------------------------------------------- what MLflow holds
@@ -166,15 +170,26 @@ def wait_for(stack: Stack, name: str, condition: Callable[[dict], bool], what: s
 # --------------------------------------------------------------------------- SLURM's node logic on every host
 
 
-def slurm_nodes(stack: Stack, hosts: list[Host], name: str, timeout_s: float = 900) -> tuple[list[Submission], float]:
-    """``python -m galaxy_da.sweep.nodes`` on each host (rank = position; rank 0 runs the sweep); their results."""
+def slurm_nodes(stack: Stack, hosts: list[Host], name: str, args: list[str] = SMALL_ARGS, timeout_s: float = 900) -> tuple[list[Submission], float]:
+    """``python -m galaxy_da.sweep.nodes`` on each host (rank = position; rank 0 runs the sweep); their results.
+
+    As ``srun`` would, the job ends with rank 0: a worker still there two minutes
+    later (it stops once the head is gone) is killed and reported with status -9.
+    """
     began = time.monotonic()
-    sweep = [f"{stack.venv}/python", SWEEP, *SWEEP_ARGS, "--name", name]
+    sweep = [f"{stack.venv}/python", SWEEP, *args, "--name", name]
     processes = [
         host.popen([f"{stack.venv}/python", "-m", "galaxy_da.sweep.nodes", "--rank", str(rank), "--nodes", str(len(hosts)),
                     "--head", hosts[0].hostname, "--", *sweep],
                    env=stack.login_env(), cwd=str(stack.bed.code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank, host in enumerate(hosts)
     ]
-    results = [finish(process, began, timeout_s) for process in processes]
-    return results, time.monotonic() - began
+    results = [finish(processes[0], began, timeout_s)]
+    wall_s = time.monotonic() - began
+    for process in processes[1:]:
+        try:
+            results.append(finish(process, began, 120))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            results.append(finish(process, began, 30))
+    return results, wall_s
