@@ -6,7 +6,7 @@ namespaced hosts joined by a bridge, sshd, ``ray up`` with ``cluster/local.yaml`
 PostgreSQL, moto's S3 server, MLflow's basic-auth server. The full sweep has 8
 trials; the fault and SLURM sweeps 4 (``scenarios.SMALL_ARGS``), to fit CI. Each
 fault test reports its sweep's wall time and what the fault cost (printed, and
-in ``$GALAXY_DA_CLUSTER_REPORT`` when set); ``bench/cluster.py`` sets them
+in ``$GALAXY_DA_CLUSTER_REPORT`` when set); ``bench/multihost.py`` sets them
 against a clean sweep of the same trials.
 """
 

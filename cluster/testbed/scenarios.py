@@ -1,4 +1,4 @@
-"""The multi-host scenarios on a bed, shared by the cluster test and ``bench/cluster.py``.
+"""The multi-host scenarios on a bed, shared by the cluster test and ``bench/multihost.py``.
 
 A :class:`Stack` is a bed with its head's services running, the node
 environment file on the launching host (the head), and the smoke dataset

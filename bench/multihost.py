@@ -18,10 +18,10 @@ overhead of crossing hosts, not scaling):
    4 trials (``SMALL_ARGS``); a fault's time lost is its sweep's wall time in the
    report minus the clean one's.
 
-Writes ``bench/results/cluster.json``.
+Writes ``bench/results/multihost.json``.
 
     sudo GALAXY_DA_CLUSTER_REPORT=/tmp/faults.json make cluster-test
-    sudo .venv/bin/python bench/cluster.py --pairs 1 --fault-report /tmp/faults.json
+    sudo .venv/bin/python bench/multihost.py --pairs 1 --fault-report /tmp/faults.json
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from cluster.testbed import scenarios  # noqa: E402
 from cluster.testbed.bed import TestBed  # noqa: E402
 
-OUT = ROOT / "bench" / "results" / "cluster.json"
+OUT = ROOT / "bench" / "results" / "multihost.json"
 
 
 def one_sweep(stack: scenarios.Stack, hosts: int, total_cpus: int, name: str, args: list[str] = scenarios.SWEEP_ARGS) -> dict:
