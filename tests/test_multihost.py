@@ -171,7 +171,7 @@ class TestOnPremise:
     def test_tracking_server_restart_mid_sweep_loses_no_metric(self, cluster):
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "restart", args=scenarios.SMALL_ARGS)
-        scenarios.wait_for(cluster, "restart", lambda s: sum(len(c["epoch_times_ms"]) for c in s["children"]) >= 2, "two epochs logged", process)
+        scenarios.wait_for(cluster, "restart", "epochs", "2")
         report("tracking_outage_s", cluster.services.restart("mlflow", down_s=5))  # trials block (retrying) this long
         run = scenarios.finish(process, began)
         assert run.returncode == 0, run.output[-4000:]
@@ -181,8 +181,7 @@ class TestOnPremise:
     def test_a_killed_driver_is_resumed_to_completion(self, cluster):
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "driver", args=scenarios.SMALL_ARGS)
-        scenarios.wait_for(cluster, "driver", lambda s: any(c["status"] == "RUNNING" and c["epoch_times_ms"] for c in s["children"]),
-                           "a trial past its first epoch", process)
+        scenarios.wait_for(cluster, "driver", "trial-past-first-epoch")
         drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
         assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
         os.kill(drivers[0], signal.SIGKILL)
@@ -196,11 +195,12 @@ class TestOnPremise:
         check_complete(scenarios.audit(cluster, resumed.summary["parent_run_id"]), trials=4)
 
     def test_a_worker_host_lost_mid_epoch_costs_its_trials_only_their_current_epoch(self, cluster):
-        victim = cluster.bed.hosts[2]
+        """Every process of a worker host is killed while one of its trials is past its first epoch."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "hostloss", args=scenarios.SMALL_ARGS)
-        state = scenarios.wait_for(cluster, "hostloss", lambda s: any(c["status"] == "RUNNING" and c["node_ip"] == victim.address and c["epoch_times_ms"] for c in s["children"]),
-                                   f"a trial on {victim.hostname} past its first epoch", process)
+        state = scenarios.wait_for(cluster, "hostloss", "trial-past-first-epoch", cluster.head.address)  # on a worker host
+        victim_ip = next(c["node_ip"] for c in state["children"] if c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != cluster.head.address)
+        victim = next(host for host in cluster.bed.workers if host.address == victim_ip)
         killed_at_ms = time.time() * 1000
         victim.kill()
         affected = [c["run_id"] for c in state["children"] if c["status"] == "RUNNING" and c["node_ip"] == victim.address]
@@ -210,6 +210,7 @@ class TestOnPremise:
             audit = scenarios.audit(cluster, run.summary["parent_run_id"])
             check_complete(audit, trials=4)
             moved = [c for c in audit["children"] if c["run_id"] in affected]
+            assert moved
             for child in moved:  # same run, resumed elsewhere from its checkpoint
                 hosts = child["node_ips"].split(",")
                 assert hosts[0] == victim.address and hosts[-1] != victim.address

@@ -7,6 +7,8 @@ crosses the bed's network exactly as a trial's would. Each prints one JSON line.
 - ``unauthenticated``: the HTTP status the tracking server gives a request without credentials;
 - ``nodes ADDRESS N TIMEOUT``: wait until ``N`` Ray nodes are alive (token auth from the environment);
 - ``progress NAME``: the sweep's parent run and each child's status, host and epochs so far;
+- ``wait NAME CONDITION [ARG]``: poll ``progress`` twice a second until a condition of
+  :data:`CONDITIONS` holds (``met``) or the sweep's parent run has ended;
 - ``audit PARENT_RUN_ID``: the sweep as MLflow holds it (see :func:`audit`).
 """
 
@@ -79,6 +81,25 @@ def progress(name: str) -> dict:
     ]}
 
 
+CONDITIONS = {  # a sweep's progress -> whether to act now
+    "epochs": lambda state, count: sum(len(c["epoch_times_ms"]) for c in state["children"]) >= int(count),
+    "trial-past-first-epoch": lambda state, not_on="": any(
+        c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on for c in state["children"]),
+}
+
+
+def wait(name: str, condition: str, *args: str) -> dict:
+    import time
+
+    while True:
+        state = progress(name)
+        if CONDITIONS[condition](state, *args) if state["parent"] else False:
+            return state | {"met": True}
+        if state["parent"] and state["parent_status"] != "RUNNING":
+            return state | {"met": False}
+        time.sleep(0.5)
+
+
 def audit(parent_run_id: str) -> dict:
     """Every child run: status, node, epochs, duplicated or missing metric points, artifacts; the leaderboard."""
     from mlflow.tracking import MlflowClient
@@ -117,7 +138,7 @@ def audit(parent_run_id: str) -> dict:
     return {"parent_status": parent.info.status, "children": runs, "leaderboard_rows": board}
 
 
-CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "nodes": nodes, "progress": progress, "audit": audit}
+CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "nodes": nodes, "progress": progress, "wait": wait, "audit": audit}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[sys.argv[1]](*sys.argv[2:])))

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import yaml
 
@@ -154,17 +154,12 @@ def audit(stack: Stack, parent_run_id: str) -> dict:
     return stack.probe("audit", parent_run_id)
 
 
-def wait_for(stack: Stack, name: str, condition: Callable[[dict], bool], what: str, process: subprocess.Popen, timeout_s: float = 600) -> dict:
-    """Poll the sweep's progress until ``condition`` holds; fail if the sweep ends first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = progress(stack, name)
-        if condition(state):
-            return state
-        if process.poll() is not None:
-            raise AssertionError(f"the sweep ended before {what}:\n{process.stdout.read()[-4000:]}")
-        time.sleep(1.0)
-    raise TimeoutError(f"{what}: not after {timeout_s:.0f} s")
+def wait_for(stack: Stack, name: str, condition: str, *args: str, timeout_s: float = 600) -> dict:
+    """Block until the sweep's progress meets ``condition`` (``probe.CONDITIONS``); fail if the sweep ends first."""
+    state = stack.probe("wait", name, condition, *args, timeout=timeout_s)
+    if not state["met"]:
+        raise AssertionError(f"sweep {name} ended before {condition} {' '.join(args)}: {state}")
+    return state
 
 
 # --------------------------------------------------------------------------- SLURM's node logic on every host
