@@ -107,7 +107,7 @@ def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
 
 
 def ray_down(stack: Stack) -> None:
-    stack.on_head(["ray", "down", "-y", "--no-config-cache", CLUSTER_YAML], timeout=300, check=False)
+    stack.on_head(["ray", "down", "-y", CLUSTER_YAML], timeout=300)
 
 
 def submit_command(name: str, args: list[str], *extra: str) -> list[str]:
