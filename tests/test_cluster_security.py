@@ -53,5 +53,6 @@ def test_no_secret_in_any_tracked_file():
 
 
 def test_the_secret_scan_is_not_vacuous():
-    assert SECRET_PATTERNS["a literal credential"].search("MLFLOW_TRACKING_PASSWORD=hunter2hunter2hunter2")
-    assert SECRET_PATTERNS["an AWS access key id"].search("key AKIAABCDEFGHIJKLMNOP")
+    # built at run time, so that this file does not hold what it looks for
+    assert SECRET_PATTERNS["a literal credential"].search("MLFLOW_TRACKING_PASSWORD=" + "hunter2" * 3)
+    assert SECRET_PATTERNS["an AWS access key id"].search("key " + "AKIA" + "ABCDEFGHIJKLMNOP")
