@@ -89,7 +89,7 @@ def main(
     cfg = load_config(args.config, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
-        num_samples=args.num_samples or (SMOKE_SAMPLES if args.smoke_test else num_samples),
+        num_samples=args.num_samples or (min(num_samples, SMOKE_SAMPLES) if args.smoke_test else num_samples),
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
         grace_period=args.grace_period or cfg.optim.epochs,  # a grace period of every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
