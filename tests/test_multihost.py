@@ -195,10 +195,11 @@ class TestOnPremise:
         check_complete(scenarios.audit(cluster, resumed.summary["parent_run_id"]), trials=4)
 
     def test_a_worker_host_lost_mid_epoch_costs_its_trials_only_their_current_epoch(self, cluster):
-        """Every process of a worker host is killed while one of its trials is past its first epoch."""
+        """Every process of a worker host is killed while one of its trials is past its first, checkpointed, epoch."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "hostloss", args=scenarios.SMALL_ARGS)
-        state = scenarios.wait_for(cluster, "hostloss", "trial-past-first-epoch", cluster.head.address)  # on a worker host
+        # a worker host's trial whose first epoch is checkpointed in S3 (killed before that, it would start over)
+        state = scenarios.wait_for(cluster, "hostloss", "trial-checkpointed", f"{scenarios.STORAGE}/hostloss", cluster.head.address)
         victim_ip = next(c["node_ip"] for c in state["children"] if c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != cluster.head.address)
         victim = next(host for host in cluster.bed.workers if host.address == victim_ip)
         killed_at_ms = time.time() * 1000

@@ -78,16 +78,27 @@ def progress(name: str) -> dict:
     parent = parents[0]
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)
     return {"parent": parent.info.run_id, "parent_status": parent.info.status, "children": [
-        {"run_id": run.info.run_id, "status": run.info.status, "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
+        {"run_id": run.info.run_id, "trial": run.data.tags.get("ray_trial_id"), "status": run.info.status, "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
          "epoch_times_ms": sorted(p.timestamp for p in client.get_metric_history(run.info.run_id, EPOCH_METRIC))}
         for run in children
     ]}
+
+
+def checkpointed(experiment: str, trial: str) -> bool:
+    """Whether Tune has stored a checkpoint of ``trial`` under the sweep's ``experiment`` path (``s3://...``)."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(experiment)
+    return filesystem.get_file_info(f"{root}/trial_{trial}/checkpoint_000000").type != pafs.FileType.NotFound
 
 
 CONDITIONS = {  # a sweep's progress -> whether to act now
     "epochs": lambda state, count: sum(len(c["epoch_times_ms"]) for c in state["children"]) >= int(count),
     "trial-past-first-epoch": lambda state, not_on="": any(
         c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on for c in state["children"]),
+    # a trial whose first epoch's checkpoint is in storage, running on a host other than ``not_on``
+    "trial-checkpointed": lambda state, experiment, not_on="": any(
+        c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on and checkpointed(experiment, c["trial"]) for c in state["children"]),
 }
 
 
