@@ -1,4 +1,5 @@
 # galaxy-da: the two set-up commands are `make demo` and `make test`.
+# `make cluster-test` (root) runs the multi-host tests on simulated hosts (cluster/testbed).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -6,12 +7,12 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synth
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast cluster-deps cluster-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,10 +21,19 @@ demo: $(STAMP)
 	$(VENV)/bin/galaxy-da demo --data $(DEMO_DATA)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# Debian packages the test bed needs (as root): namespaces and mounts, sshd, PostgreSQL.
+cluster-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  iproute2 util-linux procps openssh-server openssh-client rsync postgresql >/dev/null
+
+cluster-test: $(STAMP)
+	GALAXY_DA_CLUSTER_TEST=require $(VENV)/bin/pytest -m cluster tests/test_multihost.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data/synth data/synth.partial mlflow/mlflow.db mlflow/artifacts

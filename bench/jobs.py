@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,12 +64,44 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_all(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
-    """Every job, ``workers`` at a time in fresh processes (one torch thread each by default); a line per finished job."""
+def run_all(jobs: list[dict[str, Any]], workers: int, done: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Every job, ``workers`` at a time in fresh processes (one torch thread each by default); a line per finished job.
+
+    With ``done`` (a JSON-lines file), each result is appended as soon as its job ends, and a job
+    whose method and command are already there is not run again: an interrupted benchmark
+    continues where it stopped (its earlier runs stay under their first MLflow parent).
+    """
+    finished = _finished(done)
+    results = {i: finished[_key(job)] for i, job in enumerate(jobs) if _key(job) in finished}
+    todo = [(i, job) for i, job in enumerate(jobs) if i not in results]
+    if results:
+        print(f"{len(results)} of {len(jobs)} jobs already done ({done})", flush=True)
+
+    def keep(i: int, result: dict[str, Any]) -> None:
+        results[i] = _announce(result, len(results), len(jobs))
+        if done is not None:
+            with done.open("a") as stream:
+                stream.write(json.dumps(result, default=str) + "\n")
+
     if workers == 1:
-        return [_announce(run_job(job), i, len(jobs)) for i, job in enumerate(jobs)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [_announce(result, i, len(jobs)) for i, result in enumerate(pool.map(run_job, jobs))]
+        for i, job in todo:
+            keep(i, run_job(job))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, job): i for i, job in todo}
+            for future in as_completed(futures):
+                keep(futures[future], future.result())
+    return [results[i] for i in range(len(jobs))]
+
+
+def _key(job_or_result: dict[str, Any]) -> str:
+    return f"{job_or_result['method']} :: {job_or_result['command']}"
+
+
+def _finished(done: Optional[Path]) -> dict[str, dict[str, Any]]:
+    if done is None or not done.is_file():
+        return {}
+    return {_key(result): result for result in map(json.loads, done.read_text().splitlines()) if result}
 
 
 def _announce(result: dict[str, Any], index: int, total: int) -> dict[str, Any]:

@@ -108,6 +108,7 @@ def main() -> None:
                         help="skip source-only and the best distance re-run with shared input normalisation")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "quality.json")
+    parser.add_argument("--fresh", action="store_true", help="ignore the finished jobs kept beside --json (<json>.jobs.jsonl)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of configs/benchmark.yaml for every method")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -138,6 +139,10 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
     base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, "quality-benchmark"
     parent = RunTracker(base, extra_tags={"sweep": "quality-benchmark", "seeds": " ".join(map(str, args.seeds + args.more_seeds))})
     extra = dict(parse_override(text) for text in args.overrides)
+    done = args.json.with_suffix(".jobs.jsonl")  # finished jobs: an interrupted run continues from here
+    done.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        done.unlink(missing_ok=True)
 
     def jobs(methods: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
         return [make_job(method, seed, {"data.path": str(data), **overrides, **extra}, parent_run_id=parent.run_id, tracking_uri=tracking_uri)
@@ -145,18 +150,18 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
 
     methods = {name: recipe_overrides(RECIPES[name]) for name in ("source_only", "dann", *DISTANCE_RECIPES, "reference_recipe")}
     methods["target_oracle"] = {**recipe_overrides(RECIPES["source_only"]), "data.path": str(oracle_data)}
-    results = run_all(jobs(methods, args.seeds), args.workers)
+    results = run_all(jobs(methods, args.seeds), args.workers, done)
     # the best distance (for top-k OT and for more seeds) by its mean label-free selection score: no target labels involved
     best_distance = max(DISTANCE_RECIPES, key=lambda m: np.mean([r["selection_score"] for r in results if r["method"] == m]))
     topk_name = f"{best_distance}+topk_ot"
-    results += run_all(jobs({topk_name: recipe_overrides(with_topk(best_distance))}, args.seeds), args.workers)
+    results += run_all(jobs({topk_name: recipe_overrides(with_topk(best_distance))}, args.seeds), args.workers, done)
     if args.more_seeds:
-        results += run_all(jobs({m: methods[m] for m in ("source_only", "dann", best_distance)}, args.more_seeds), args.workers)
+        results += run_all(jobs({m: methods[m] for m in ("source_only", "dann", best_distance)}, args.more_seeds), args.workers, done)
 
     shared_rows = {}
     if args.shared_norm_rows:
         shared_rows = {f"{m}{SHARED}": {**methods[m], "data.normalization": "shared"} for m in ("source_only", best_distance)}
-        results += run_all(jobs(shared_rows, args.seeds + args.more_seeds), args.workers)
+        results += run_all(jobs(shared_rows, args.seeds + args.more_seeds), args.workers, done)
 
     dataset = ShardDataset(str(data))
     majority = majority_baseline(dataset.counts("source", "train"), dataset.evaluation_view().labelled("target", "test").labels, dataset.class_names)

@@ -5,14 +5,15 @@
         --time-min 720 sweeps/backbones.py --data /shared/synth --max-concurrent 16
     python cluster/slurm.py --cluster local --wait sweeps/topk.py --smoke-test      # no SLURM: one local node
 
-One submitit job, one task per node. Every task starts a Ray node inside the
-allocation (``ray start --block``): task 0 the head (``--port``), the others
-workers that join it. Task 0 waits until all nodes have joined, runs the script
-with ``RAY_ADDRESS`` pointing at the head (the sweep's driver, Optuna and the
-MLflow client live there), then stops its Ray node; the workers see the head go
-and stop theirs. Ray's token authentication is on (the token lives in
-``~/.ray/auth_token`` on the shared home). Each node keeps Ray's files in its own temporary folder, so
-other Ray instances on the same host are neither joined nor stopped.
+One submitit job, one task per node; each task runs :func:`galaxy_da.sweep.nodes.run_node`
+(the Ray-node logic, also runnable without SLURM as ``python -m galaxy_da.sweep.nodes``):
+task 0 starts a Ray head (``--port``), the others workers that join it. Task 0
+waits until all nodes have joined, runs the script with ``RAY_ADDRESS`` pointing
+at the head (the sweep's driver, Optuna and the MLflow client live there), then
+stops its Ray node; the workers see the head go and stop theirs. Ray's token
+authentication is on (``$RAY_AUTH_TOKEN``, else ``~/.ray/auth_token`` on the
+shared home). Each node keeps Ray's files in its own temporary folder, so other
+Ray instances on the same host are neither joined nor stopped.
 
 Without SLURM, submitit's AutoExecutor falls back to a local process
 (``--cluster local``, one node; ``debug`` runs in this process); ``slurm_*``
@@ -24,108 +25,18 @@ sweep of the same ``--name`` that was cut by the time limit continues with
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 
-RAY = str(Path(sys.executable).with_name("ray"))  # the ray CLI of this environment
-JOIN_TIMEOUT_S = 300.0  # how long the head waits for the workers, and a worker for the head
-POLL_S = 2.0
-
-
-# --------------------------------------------------------------------------- one Ray node per task
-
-
-def head_ip(hostname: str) -> str:
-    return socket.gethostbyname(hostname)
-
-
-def answers(ip: str, port: int) -> bool:
-    """Whether something listens on ``ip:port`` (the head's GCS)."""
-    try:
-        with socket.create_connection((ip, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(condition, what: str, timeout_s: float = JOIN_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout_s:.0f} s")
-        time.sleep(POLL_S)
-
-
-@dataclass
-class RayNode:
-    """``ray start --block`` in a subprocess; terminating it stops every Ray process it started."""
-
-    address: str  # the head's ip:port
-    is_head: bool
-    num_cpus: int
-    num_gpus: int
-
-    def start(self) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-        ip, port = self.address.rsplit(":", 1)
-        role = ["--head", f"--port={port}", f"--node-ip-address={ip}", "--include-dashboard=false"] if self.is_head else [f"--address={self.address}"]
-        command = [RAY, "start", "--block", *role, f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
-        print(f"[ray {'head' if self.is_head else 'worker'}] {' '.join(command)}", flush=True)
-        self.process = subprocess.Popen(command)
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def __enter__(self) -> "RayNode":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def wait_for_nodes(address: str, num_nodes: int) -> dict[str, float]:
-    """Block until ``num_nodes`` Ray nodes are alive; the cluster's resources."""
-    import ray
-
-    ray.init(address=address, log_to_driver=False)
-    try:
-        wait_until(lambda: sum(node["Alive"] for node in ray.nodes()) >= num_nodes, f"{num_nodes} Ray nodes")
-        return ray.cluster_resources()
-    finally:
-        ray.shutdown()
-
-
-def use_token_auth(generate: bool) -> None:
-    """Ray's token authentication for this task and its children, with the token in ~/.ray/auth_token.
-
-    The head creates the token if there is none; the workers read the same file
-    (a shared home), and so do the sweep's driver and trials.
-    """
-    if generate:
-        subprocess.run([RAY, "get-auth-token", "--generate"], stdout=subprocess.DEVNULL, check=True)
-    os.environ["RAY_AUTH_MODE"] = "token"
+from galaxy_da.sweep.nodes import run_node
 
 
 @dataclass
 class RaySweepJob:
-    """The submitit job function: run on every task of the allocation."""
+    """The submitit job function: on every task, this task's Ray node (:func:`galaxy_da.sweep.nodes.run_node`)."""
 
     command: list[str]  # the sweep script and its arguments, run by task 0
     cwd: str
@@ -135,20 +46,9 @@ class RaySweepJob:
 
     def __call__(self) -> int:
         env = submitit.JobEnvironment()
-        ip = head_ip(env.hostnames[0])
-        address = f"{ip}:{self.port}"
-        is_head = env.global_rank == 0
-        use_token_auth(generate=is_head)
-        if not is_head:
-            wait_until(lambda: answers(ip, self.port), f"the Ray head at {address}")
-        with RayNode(address, is_head, self.num_cpus, self.num_gpus):
-            if not is_head:
-                wait_until(lambda: not answers(ip, self.port), "the sweep's end", timeout_s=float("inf"))
-                return 0
-            wait_until(lambda: answers(ip, self.port), f"the Ray head at {address}")
-            resources = wait_for_nodes(address, env.num_nodes)
-            print(f"Ray cluster up at {address}: {env.num_nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
-            subprocess.run(self.command, cwd=self.cwd, env=os.environ | {"RAY_ADDRESS": address}, check=True)
+        status = run_node(env.global_rank, env.num_nodes, env.hostnames[0], self.port, self.command, self.cwd, self.num_cpus, self.num_gpus)
+        if status != 0:
+            raise RuntimeError(f"the sweep exited with status {status}")
         return 0
 
 

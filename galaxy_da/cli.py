@@ -18,6 +18,7 @@ from galaxy_da.commands import run_safely
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("render the GalSim two-domain benchmark", "galaxy_da.commands.synth"),
     "ingest": ("convert the original TNG50/GZ2 layout into shards", "galaxy_da.commands.ingest"),
+    "upload": ("copy a finished dataset to object storage (s3://...), manifest last", "galaxy_da.commands.upload"),
     "validate": ("check every shard's sha256 against the manifest", "galaxy_da.commands.validate"),
     "summary": ("class counts per domain and split", "galaxy_da.commands.summary"),
     "train": ("train one trial and log it to MLflow", "galaxy_da.commands.train"),

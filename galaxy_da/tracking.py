@@ -25,6 +25,7 @@ from typing import Any, Optional
 from galaxy_da.config import TrialConfig, config_to_yaml
 
 DEFAULT_STORE = Path("mlflow")
+EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
 PARAM_VALUE_LIMIT = 6000
 
 
@@ -91,9 +92,11 @@ class RunTracker:
 
         self.tracking_uri = tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        if run_id is not None:  # re-attach (a resumed trial)
+        if run_id is not None:  # re-attach (a resumed trial): epochs it logged before are not logged again
             self.run_id = run_id
+            self.logged_epochs = {point.step for point in self.client.get_metric_history(run_id, EPOCH_METRIC)}
             return
+        self.logged_epochs: set[int] = set()
         experiment_id = ensure_experiment(self.client, cfg.tracking.experiment, self.tracking_uri)
         tags = describe_tags(cfg) | (extra_tags or {})
         if parent_run_id:
@@ -111,14 +114,22 @@ class RunTracker:
             self.client.set_tag(self.run_id, key, value)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        """Epoch metrics at ``step = epoch``; per-step diagnostics as ``step/<name>`` at the global step."""
+        """Epoch metrics at ``step = epoch``; per-step diagnostics as ``step/<name>`` at the global step.
+
+        An epoch this run already holds is skipped: a trial resumed from a checkpoint
+        older than its last logged epoch (killed between logging and checkpointing)
+        redoes that epoch, and MLflow keeps each epoch's points exactly once.
+        """
         epoch = int(record["epoch"])
+        if epoch in self.logged_epochs:
+            return
         points = [(key, value, epoch) for key, value in numeric_metrics(record).items()]
         steps = record.get("steps") or []
         for index, diagnostics in enumerate(steps):
             global_step = epoch * len(steps) + index
             points += [(f"step/{key}", value, global_step) for key, value in numeric_metrics(diagnostics).items()]
         self._log_points(points)
+        self.logged_epochs.add(epoch)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

@@ -1,4 +1,8 @@
-"""``galaxy-da synth``: render the GalSim two-domain benchmark, or a preview of it."""
+"""``galaxy-da synth``: render the GalSim two-domain benchmark, or a preview of it.
+
+``--out`` may be a URI (``s3://bucket/synth``): the dataset is rendered into a
+temporary folder and uploaded (:mod:`galaxy_da.data.upload`), manifest last.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from galaxy_da.data.synth import SynthParams
 
     defaults = SynthParams()
-    parser.add_argument("--out", default=DEFAULT_DATA, help="dataset folder to write (default: %(default)s)")
+    parser.add_argument("--out", default=DEFAULT_DATA, help="dataset folder or URI (s3://...) to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--n-source", type=int, default=defaults.n_source, help="TNG-like galaxies (default: %(default)s)")
     parser.add_argument("--n-target", type=int, default=defaults.n_target, help="SDSS-like galaxies (default: %(default)s)")
@@ -29,11 +33,22 @@ def run(args: argparse.Namespace) -> int:
         synth.preview(args.preview, seed=args.seed, size=args.size)
         print(f"preview written to {args.preview}")
         return 0
-    out = synth.generate(
-        args.out, seed=args.seed, n_source=args.n_source, n_target=args.n_target, size=args.size,
-        workers=args.workers, shard_rows=args.shard_rows, overwrite=args.overwrite,
-    )
     from galaxy_da.commands.summary import dataset_summary
 
-    print(dataset_summary(str(out)))
+    def render(out: str) -> str:
+        return str(synth.generate(
+            out, seed=args.seed, n_source=args.n_source, n_target=args.n_target, size=args.size,
+            workers=args.workers, shard_rows=args.shard_rows, overwrite=args.overwrite,
+        ))
+
+    if "://" in args.out:
+        import tempfile
+
+        from galaxy_da.data.upload import upload
+
+        with tempfile.TemporaryDirectory(prefix="galaxy-da-synth-") as tmp:
+            out = upload(render(f"{tmp}/data"), args.out, overwrite=args.overwrite)
+    else:
+        out = render(args.out)
+    print(dataset_summary(out))
     return 0

@@ -1,5 +1,11 @@
 """Read a sharded dataset from a local path or any pyarrow filesystem URI.
 
+A shard read over a URI (``s3://...``: another host's storage) is checked
+against its manifest sha256 as it is read, at no extra cost (the bytes are
+fetched once, hashed, then parsed); local shards are checked on request
+(``verify=True``, ``galaxy-da validate``). For an S3-compatible server other
+than AWS, set ``AWS_ENDPOINT_URL`` (pyarrow reads it).
+
 Two views enforce the target-label guard (DESIGN principle 4):
 
 * :meth:`ShardDataset.training_view` serves source images with labels and
@@ -121,31 +127,41 @@ class ShardDataset:
         table = self.manifest["counts"][domain][split]
         return [table[name] for name in self.class_names]
 
+    @property
+    def remote(self) -> bool:
+        return not isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def verified_bytes(self, shard: dict[str, Any]) -> bytes:
+        """A shard's bytes, checked against the manifest's sha256; the error names the shard."""
+        try:
+            data = self._read_bytes(shard["path"])
+        except (FileNotFoundError, OSError) as exc:
+            raise DatasetError(f"{self.uri}/{shard['path']}: cannot read shard ({exc})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != shard["sha256"]:
+            raise DatasetError(
+                f"{self.uri}/{shard['path']}: sha256 {digest[:12]}… does not match the manifest's "
+                f"{shard['sha256'][:12]}… (corrupted or modified shard)"
+            )
+        return data
+
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest; name the first shard at fault."""
         for shard in self.manifest["shards"]:
-            try:
-                digest = hashlib.sha256(self._read_bytes(shard["path"])).hexdigest()
-            except (FileNotFoundError, OSError) as exc:
-                raise DatasetError(f"{self.uri}/{shard['path']}: cannot read shard ({exc})") from None
-            if digest != shard["sha256"]:
-                raise DatasetError(
-                    f"{self.uri}/{shard['path']}: sha256 {digest[:12]}… does not match the manifest's "
-                    f"{shard['sha256'][:12]}… (corrupted or modified shard)"
-                )
+            self.verified_bytes(shard)
 
     # ------------------------------------------------------------------ rows
-    def _shard_paths(self, domain: str) -> list[str]:
-        return [f"{self.root}/{s['path']}" for s in self.manifest["shards"] if s["domain"] == domain]
-
     def read_table(self, domain: str, columns: list[str] | None = None) -> pa.Table:
-        paths = self._shard_paths(domain)
-        if not paths:
+        """One domain's rows; remote shards are sha256-checked as they are read."""
+        shards = [s for s in self.manifest["shards"] if s["domain"] == domain]
+        if not shards:
             raise DatasetError(f"{self.uri}: no shards for domain {domain!r}")
         tables = []
-        for path in paths:
+        for shard in shards:
+            path = f"{self.root}/{shard['path']}"
             try:
-                tables.append(pq.read_table(path, filesystem=self.filesystem, columns=columns))
+                source = pa.BufferReader(self.verified_bytes(shard)) if self.remote else path
+                tables.append(pq.read_table(source, filesystem=None if self.remote else self.filesystem, columns=columns))
             except (OSError, pa.ArrowException) as exc:
                 raise DatasetError(f"{path}: unreadable shard ({exc})") from None
         return pa.concat_tables(tables)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,7 +49,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 2 epochs, a few trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
-    p.add_argument("--num-samples", type=int, default=num_samples, help="trials (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, help=f"trials (default: {num_samples}; {SMOKE_SAMPLES} with --smoke-test)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default: %(default)s)")
     p.add_argument("--storage-path", default="ray_results", help="Ray results folder or URI (default: %(default)s)")
     p.add_argument("--name", help="sweep name; resume finds the sweep by it (default: the script's)")
@@ -77,6 +78,7 @@ def main(
     prune: bool = True,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
+    from galaxy_da.commands import user_errors
     from galaxy_da.config import load_config
     from galaxy_da.sweep.leaderboard import to_markdown
     from galaxy_da.sweep.settings import SweepSettings
@@ -95,13 +97,17 @@ def main(
     cfg = load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
-        num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
+        num_samples=args.num_samples or (min(num_samples, SMOKE_SAMPLES) if args.smoke_test else num_samples),
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
         grace_period=cfg.optim.epochs if args.grace_period == 0 else args.grace_period,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
     )
-    result = run_sweep(cfg, settings, resume=args.resume)
+    try:
+        result = run_sweep(cfg, settings, resume=args.resume)
+    except user_errors() as exc:  # a store the cluster cannot reach, a sweep that exists, ...: one line
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2
     print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
     print(to_markdown(result.leaderboard, cfg.selection.rule))
     print(json.dumps({

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from galaxy_da.tracking import EPOCH_METRIC
+
 TRIAL_TAG = "ray_trial_id"
 VARIED_TAG_PREFIX = "sweep."
-EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list:

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
 from ray import tune
 
 from galaxy_da.sweep import space as search_space
@@ -46,6 +47,12 @@ def tune_metrics(record: dict[str, Any]) -> dict[str, Any]:
     metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not (isinstance(v, float) and not math.isfinite(v))}
     metrics[TIME_ATTR] = int(record["epoch"]) + 1
     return metrics
+
+
+def node_tags(previous: str, node_ip: str) -> dict[str, str]:
+    """``node_ip``: where the trial runs now; ``node_ips``: every host it ran on, in order (a resume adds one)."""
+    hosts = [ip for ip in previous.split(",") if ip]
+    return {"node_ip": node_ip, "node_ips": ",".join(hosts if hosts and hosts[-1] == node_ip else hosts + [node_ip])}
 
 
 def delete_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> None:
@@ -85,8 +92,6 @@ class SweepTrial(tune.Trainable):
         self.epochs = None
 
     def _start(self) -> None:
-        import ray
-
         from galaxy_da.trial import TrackedTrial
 
         from galaxy_da.tracking import RunTracker
@@ -94,7 +99,7 @@ class SweepTrial(tune.Trainable):
 
         if self.stored_run_id is None:
             delete_stale_runs(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
-        tags = {TRIAL_TAG: self.owner, "node_ip": ray.util.get_node_ip_address(), **self.varied}
+        tags = {TRIAL_TAG: self.owner, **node_tags("", ray.util.get_node_ip_address()), **self.varied}
         try:
             self.trial = TrackedTrial(self.cfg, checkpoint_dir=self.work, resume=self.stored_run_id is not None,
                                       parent_run_id=self.parent_run_id, run_id=self.stored_run_id, extra_tags=tags)
@@ -102,6 +107,9 @@ class SweepTrial(tune.Trainable):
             tracker = RunTracker(self.cfg, parent_run_id=self.parent_run_id, run_id=self.stored_run_id, extra_tags=tags)
             close_failed_run(tracker, error)
             raise
+        if self.stored_run_id is not None:  # re-attached, maybe on another host
+            previous = self.trial.tracker.client.get_run(self.stored_run_id).data.tags.get("node_ips", "")
+            self.trial.tracker.set_tags(node_tags(previous, ray.util.get_node_ip_address()))
         (self.work / RUN_ID_FILE).write_text(json.dumps({"run_id": self.trial.run_id, "trial_id": self.owner}))
         self.epochs = self.trial.epochs()
 

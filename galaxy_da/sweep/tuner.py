@@ -36,6 +36,7 @@ from ray import tune
 from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
 from galaxy_da.sweep.stops import AnnouncingASHA
@@ -109,10 +110,12 @@ def resolve_address(address: Optional[str]) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
-def start_ray(settings: SweepSettings) -> None:
+def start_ray(settings: SweepSettings) -> int:
+    """Start or join Ray; the number of live nodes."""
     address = resolve_address(settings.address)
     local = address == "local"
     ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
+    return sum(node["Alive"] for node in ray.nodes())
 
 
 def base_hash(base: dict[str, Any]) -> str:
@@ -183,7 +186,7 @@ def _environment(**variables: str) -> Iterator[None]:
 
 
 def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
-    """Run (or resume) a sweep; the search space is checked against the config before Ray starts."""
+    """Run (or resume) a sweep; the search space is checked before Ray starts, the store's reach right after."""
     from mlflow.tracking import MlflowClient
 
     base = prepare_base(cfg)
@@ -200,20 +203,22 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
             f"{state['base_config_hash']}; resume with the same config, data path and overrides, or start a new --name"
         )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
-    with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
-        client = MlflowClient(tracking_uri)
-        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
-        start_ray(settings)
-        try:
-            grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
-            close_orphaned_runs(client, grid)
-            complete = _complete(grid, settings)
-            rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
-            if not complete:
+    nodes = start_ray(settings)
+    try:
+        check_reachable(store_uri, nodes)
+        with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
+            client = MlflowClient(tracking_uri)
+            parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
+            try:
+                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+                close_orphaned_runs(client, grid)
+                complete = _complete(grid, settings)
+                rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
+                if not complete:
+                    client.set_terminated(parent_run_id, "KILLED")
+            except BaseException:
                 client.set_terminated(parent_run_id, "KILLED")
-        except BaseException:
-            client.set_terminated(parent_run_id, "KILLED")
-            raise
-        finally:
-            ray.shutdown()
+                raise
+    finally:
+        ray.shutdown()
     return SweepResult(parent_run_id, settings.experiment_path, complete, rows, store_uri)

@@ -1,0 +1,190 @@
+"""The multi-host scenarios on a bed, shared by the cluster test and ``bench/multihost.py``.
+
+A :class:`Stack` is a bed with its head's services running, the node
+environment file on the launching host (the head), and the smoke dataset
+rendered straight into S3 (``galaxy-da synth --out s3://...``). On it:
+
+- :func:`ray_up` / :func:`ray_down`: ``cluster/local.yaml`` with the bed's
+  addresses filled in (nothing else of the file changes), run from the head;
+- :func:`submit`: ``ray submit ... sweeps/topk.py -- ...``, as a user types it;
+- :func:`progress`, :func:`audit`: the sweep as the tracking server holds it,
+  asked from the head over the bed's network;
+- :func:`slurm_nodes`: ``python -m galaxy_da.sweep.nodes`` on every host at once,
+  as ``srun`` would start ``cluster/slurm.py``'s tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import yaml
+
+from cluster.testbed.bed import TestBed
+from cluster.testbed.host import BASE_ENV, Host
+from cluster.testbed.services import BUCKET, Secrets, Services, node_env
+
+SWEEP = "sweeps/topk.py"
+DATA = f"s3://{BUCKET}/smoke"
+STORAGE = f"s3://{BUCKET}/ray_results"
+CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
+ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
+# Tiny trials (the smoke config, 4 steps an epoch) of 3 epochs, so that a fault lands mid-trial, 4 at a time.
+# The full sweep has 8 trials; the fault and SLURM sweeps 4 (the cluster test must fit 12 minutes on 2 cores).
+COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE, "optim.epochs=3"]
+SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8"]
+SMALL_ARGS = [*COMMON_ARGS, "--num-samples", "4"]
+
+
+@dataclass
+class Stack:
+    bed: TestBed
+    services: Services
+    keys: Secrets
+    env: dict[str, str]  # the node environment
+
+    @property
+    def head(self) -> Host:
+        return self.bed.head
+
+    @property
+    def venv(self) -> str:
+        return str(self.bed.code / ".venv" / "bin")
+
+    def login_env(self) -> dict[str, str]:
+        """A shell on a node after ~/.bashrc: the node environment and the venv first on PATH."""
+        return self.env | {"PATH": f"{self.venv}:{BASE_ENV['PATH']}"}
+
+    def on_head(self, argv: list[str], timeout: float = 900, check: bool = True, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        return self.head.run(argv, env=env if env is not None else self.login_env(), cwd=str(self.bed.code), timeout=timeout, check=check)
+
+    def probe(self, *args: str, timeout: float = 300) -> dict:
+        out = self.on_head([f"{self.venv}/python", "-m", "cluster.testbed.probe", *args], timeout=timeout).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def start_stack(bed: TestBed, ray_start_args: str = "") -> Stack:
+    """Services up, the node environment file written, the smoke dataset in S3."""
+    keys = Secrets()
+    services = Services(bed.head, bed.code, keys)
+    services.start_all()
+    env = node_env(bed.head, keys) | {"GALAXY_DA_HOME": str(bed.code), "GALAXY_DA_NO_PROGRESS": "1", "GALAXY_DA_RAY_START_ARGS": ray_start_args}
+    stack = Stack(bed, services, keys, env)
+    write_env_file(stack)
+    stack.on_head([f"{stack.venv}/galaxy-da", "synth", "--out", DATA, "--n-source", "240", "--n-target", "200", "--size", "33", "--workers", "1"])
+    return stack
+
+
+def write_env_file(stack: Stack) -> None:
+    path = stack.head.root / "home" / ENV_FILE
+    path.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in stack.env.items()))
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------- ray up / submit / down
+
+
+def write_cluster_yaml(stack: Stack, workers: list[Host]) -> str:
+    """``cluster/local.yaml`` with the bed's head and workers; its path on the head."""
+    config = yaml.safe_load((stack.bed.code / "cluster" / "local.yaml").read_text())
+    config["provider"].update(head_ip=stack.head.address, worker_ips=[w.address for w in workers])
+    (stack.head.root / "tmp" / CLUSTER_YAML.removeprefix("/tmp/")).write_text(yaml.safe_dump(config))
+    return CLUSTER_YAML
+
+
+def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
+    """``ray up`` from the head; seconds until every node has joined."""
+    began = time.monotonic()
+    stack.on_head(["ray", "up", "-y", "--no-config-cache", write_cluster_yaml(stack, workers)], timeout=timeout_s)
+    stack.probe("nodes", f"{stack.head.address}:6379", str(1 + len(workers)), str(timeout_s), timeout=timeout_s + 60)
+    return time.monotonic() - began
+
+
+def ray_down(stack: Stack) -> None:
+    stack.on_head(["ray", "down", "-y", CLUSTER_YAML], timeout=300)
+
+
+def submit_command(name: str, args: list[str], *extra: str) -> list[str]:
+    return ["ray", "submit", "--no-config-cache", CLUSTER_YAML, SWEEP, "--", *args, "--name", name, *extra]
+
+
+@dataclass
+class Submission:
+    returncode: int
+    output: str
+    wall_s: float
+
+    @property
+    def summary(self) -> dict:
+        lines = [line for line in self.output.splitlines() if line.startswith('{"sweep"')]
+        if not lines:
+            raise AssertionError(f"no sweep summary in the output:\n{self.output[-4000:]}")
+        return json.loads(lines[-1])
+
+
+def start_submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS) -> subprocess.Popen:
+    return stack.head.popen(submit_command(name, args, *extra), env=stack.login_env(), cwd=str(stack.bed.code),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, began: float, timeout_s: float = 900) -> Submission:
+    output, _ = process.communicate(timeout=timeout_s)
+    return Submission(process.returncode, output, time.monotonic() - began)
+
+
+def submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS, timeout_s: float = 900) -> Submission:
+    began = time.monotonic()
+    return finish(start_submit(stack, name, *extra, args=args), began, timeout_s)
+
+
+# --------------------------------------------------------------------------- what MLflow holds
+
+
+def progress(stack: Stack, name: str) -> dict:
+    return stack.probe("progress", name)
+
+
+def audit(stack: Stack, parent_run_id: str) -> dict:
+    return stack.probe("audit", parent_run_id)
+
+
+def wait_for(stack: Stack, name: str, condition: str, *args: str, timeout_s: float = 600) -> dict:
+    """Block until the sweep's progress meets ``condition`` (``probe.CONDITIONS``); fail if the sweep ends first."""
+    state = stack.probe("wait", name, condition, *args, timeout=timeout_s)
+    if not state["met"]:
+        raise AssertionError(f"sweep {name} ended before {condition} {' '.join(args)}: {state}")
+    return state
+
+
+# --------------------------------------------------------------------------- SLURM's node logic on every host
+
+
+def slurm_nodes(stack: Stack, hosts: list[Host], name: str, args: list[str] = SMALL_ARGS, timeout_s: float = 900) -> tuple[list[Submission], float]:
+    """``python -m galaxy_da.sweep.nodes`` on each host (rank = position; rank 0 runs the sweep); their results.
+
+    As ``srun`` would, the job ends with rank 0: a worker still there two minutes
+    later (it stops once the head is gone) is killed and reported with status -9.
+    """
+    began = time.monotonic()
+    sweep = [f"{stack.venv}/python", SWEEP, *args, "--name", name]
+    processes = [
+        host.popen([f"{stack.venv}/python", "-m", "galaxy_da.sweep.nodes", "--rank", str(rank), "--nodes", str(len(hosts)),
+                    "--head", hosts[0].hostname, "--", *sweep],
+                   env=stack.login_env(), cwd=str(stack.bed.code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank, host in enumerate(hosts)
+    ]
+    results = [finish(processes[0], began, timeout_s)]
+    wall_s = time.monotonic() - began
+    for process in processes[1:]:
+        try:
+            results.append(finish(process, began, 120))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            results.append(finish(process, began, 30))
+    return results, wall_s

@@ -1,0 +1,145 @@
+"""One Ray node per task of an allocation: the head on the first host, workers that join it, the sweep on the head.
+
+The logic behind ``cluster/slurm.py`` without submitit, so any launcher that
+starts one task per host (SLURM's ``srun``, the test bed, a shell loop over
+ssh) can run it::
+
+    python -m galaxy_da.sweep.nodes --rank R --nodes N --head HOST [--port 6379] -- \\
+        python sweeps/topk.py --data s3://... --storage-path s3://... --tracking-uri http://...
+
+Rank 0 starts a Ray head (``ray start --block``) on ``HOST``'s address, waits
+until all ``N`` nodes have joined, runs the command with ``RAY_ADDRESS`` set to
+the head, then stops its node; the others start workers that join the head
+and stop when the head goes. Ray's token authentication is on: the token comes
+from ``RAY_AUTH_TOKEN`` when it is set (every task inherits the environment),
+else from ``~/.ray/auth_token`` on a shared home (rank 0 creates it). Each node
+keeps Ray's files in its own temporary folder, so other Ray instances on the
+same host are neither joined nor stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+RAY = str(Path(sys.executable).with_name("ray"))  # the ray CLI of this environment
+JOIN_TIMEOUT_S = 300.0  # how long the head waits for the workers, and a worker for the head
+POLL_S = 2.0
+
+
+def answers(ip: str, port: int) -> bool:
+    """Whether something listens on ``ip:port`` (the head's GCS)."""
+    try:
+        with socket.create_connection((ip, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = JOIN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+
+
+@dataclass
+class RayNode:
+    """``ray start --block`` in a subprocess; terminating it stops every Ray process it started."""
+
+    address: str  # the head's ip:port
+    is_head: bool
+    num_cpus: int
+    num_gpus: int
+
+    def start(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
+        ip, port = self.address.rsplit(":", 1)
+        role = ["--head", f"--port={port}", f"--node-ip-address={ip}", "--include-dashboard=false"] if self.is_head else [f"--address={self.address}"]
+        command = [RAY, "start", "--block", *role, f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+        print(f"[ray {'head' if self.is_head else 'worker'}] {' '.join(command)}", flush=True)
+        self.process = subprocess.Popen(command)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> "RayNode":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for_nodes(address: str, num_nodes: int) -> dict[str, float]:
+    """Block until ``num_nodes`` Ray nodes are alive; the cluster's resources."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        wait_until(lambda: sum(node["Alive"] for node in ray.nodes()) >= num_nodes, f"{num_nodes} Ray nodes")
+        return ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+def use_token_auth(is_head: bool) -> None:
+    """Token authentication for this task and its children: ``$RAY_AUTH_TOKEN``, else ``~/.ray/auth_token``."""
+    if is_head and not os.environ.get("RAY_AUTH_TOKEN"):
+        subprocess.run([RAY, "get-auth-token", "--generate"], stdout=subprocess.DEVNULL, check=True)
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def run_node(rank: int, num_nodes: int, head_host: str, port: int, command: list[str], cwd: str, num_cpus: int, num_gpus: int) -> int:
+    """This task's part: a worker until the head goes, or the head that runs ``command``; its exit status."""
+    ip = socket.gethostbyname(head_host)
+    address = f"{ip}:{port}"
+    is_head = rank == 0
+    use_token_auth(is_head)
+    if not is_head:
+        wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
+    with RayNode(address, is_head, num_cpus, num_gpus):
+        if not is_head:
+            wait_until(lambda: not answers(ip, port), "the sweep's end", timeout_s=float("inf"))
+            return 0
+        wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
+        resources = wait_for_nodes(address, num_nodes)
+        print(f"Ray cluster up at {address}: {num_nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
+        return subprocess.run(command, cwd=cwd, env=os.environ | {"RAY_ADDRESS": address}).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rank", type=int, required=True, help="this task's rank; 0 is the head")
+    parser.add_argument("--nodes", type=int, required=True, help="tasks (hosts) in all")
+    parser.add_argument("--head", required=True, help="the head's hostname or address")
+    parser.add_argument("--port", type=int, default=6379, help="the head's GCS port (default: %(default)s)")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs this node offers (default: all)")
+    parser.add_argument("--num-gpus", type=int, default=0)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the command rank 0 runs, e.g. python sweeps/topk.py ...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command rank 0 runs after --")
+    return run_node(args.rank, args.nodes, args.head, args.port, command, os.getcwd(), args.num_cpus, args.num_gpus)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Sweeps across three simulated hosts (cluster/testbed): ray up/submit/down, shared tracking and storage, faults.
+
+Marked ``cluster``: run with ``make cluster-test`` (root; ip, unshare, nsenter,
+sshd and Debian's PostgreSQL; the ``[cluster]`` extra). Everything is real:
+namespaced hosts joined by a bridge, sshd, ``ray up`` with ``cluster/local.yaml``,
+PostgreSQL, moto's S3 server, MLflow's basic-auth server. The full sweep has 8
+trials; the fault and SLURM sweeps 4 (``scenarios.SMALL_ARGS``), to fit CI. Each
+fault test reports its sweep's wall time and what the fault cost (printed, and
+in ``$GALAXY_DA_CLUSTER_REPORT`` when set); ``bench/multihost.py`` sets them
+against a clean sweep of the same trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("ip", "unshare", "nsenter", "setpriv", "ssh", "ssh-keygen", "rsync")
+REQUIRED = os.environ.get("GALAXY_DA_CLUSTER_TEST") == "require"  # make cluster-test: a missing tool fails, it is not skipped
+
+
+def missing() -> list[str]:
+    absent = [tool for tool in TOOLS if shutil.which(tool) is None]
+    absent += [] if Path("/usr/sbin/sshd").exists() else ["/usr/sbin/sshd (openssh-server)"]
+    absent += [] if list(Path("/usr/lib/postgresql").glob("*/bin/postgres")) else ["postgresql"]
+    absent += [] if (ROOT / ".venv/bin/moto_server").exists() else ["moto (pip install -e '.[cluster]')"]
+    absent += [] if os.geteuid() == 0 else ["root"]
+    return absent
+
+
+if missing():
+    if REQUIRED:
+        raise RuntimeError(f"the cluster test needs: {', '.join(missing())} (make cluster-test installs them as root)")
+    pytest.skip(f"needs {', '.join(missing())}", allow_module_level=True)
+
+from cluster.testbed import scenarios  # noqa: E402  (needs the tools above)
+from cluster.testbed.bed import TestBed  # noqa: E402
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+TIMINGS: dict[str, float] = {}
+
+
+def report(key: str, seconds: float) -> None:
+    TIMINGS[key] = round(seconds, 1)
+    print(f"[cluster] {key}: {seconds:.1f} s", flush=True)
+    if os.environ.get("GALAXY_DA_CLUSTER_REPORT"):
+        Path(os.environ["GALAXY_DA_CLUSTER_REPORT"]).write_text(json.dumps(TIMINGS, indent=1))
+
+
+def argv(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+
+
+# --------------------------------------------------------------------------- the bed itself
+
+
+def test_hosts_have_their_own_network_processes_storage_and_name():
+    with TestBed(hosts=2) as bed:
+        h0, h1 = bed.hosts
+        h0.popen(["sleep", "300"])
+        assert h1.run(["hostname"]).stdout.strip() == "gda-h1"
+        assert h1.run(["hostname", "-I"]).stdout.split() == [h1.address]
+        assert "sleep" not in h1.run(["ps", "-eo", "comm"]).stdout  # its own PID namespace: h0's processes are not there
+        h0.run(["touch", "/tmp/only-on-h0", "/root/only-on-h0"])
+        assert h1.run(["ls", "-A", "/tmp"]).stdout.strip() == ""  # private scratch and home
+        assert "only-on-h0" not in h1.run(["ls", "-A", "/root"]).stdout
+        assert h1.run(["touch", str(ROOT / "x")], check=False).returncode != 0  # the code is shared read-only
+        assert h1.run(["getent", "hosts", "gda-h0"]).stdout.split()[0] == h0.address
+        ssh = ["ssh", "-i", "/root/.ssh/galaxy_da_cluster", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+        assert h0.run([*ssh, h1.address, "hostname"]).stdout.strip() == "gda-h1"  # sshd with the bed's throw-away key
+        assert h1.run([*ssh, h0.address, "true"], check=False).returncode != 0  # only the launching host holds the key
+        with socket.create_server((outside_address(), 0)) as outside:  # listening on the machine's real address
+            port = outside.getsockname()[1]
+            assert h1.run(["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{outside_address()}/{port}"], check=False).returncode != 0  # no way out
+        # a host's 127.0.0.1 is its own
+        h0.popen([str(ROOT / ".venv/bin/python"), "-m", "http.server", "--bind", "127.0.0.1", "8765"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        assert h1.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8765"], check=False).returncode != 0
+    assert bed.leftovers() == []
+
+
+def outside_address() -> str:
+    """The machine's own address on its real network (a host must not reach it)."""
+    return subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
+
+
+def test_teardown_after_an_error_leaves_nothing():
+    with pytest.raises(RuntimeError, match="boom"):
+        with TestBed(hosts=2) as bed:
+            bed.hosts[1].popen(["sleep", "300"])
+            raise RuntimeError("boom")
+    assert bed.leftovers() == []
+    assert not any(line.startswith(f"gda-{bed.bed_id}") for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_teardown_after_ctrl_c_or_sigterm_leaves_nothing(sig):
+    process = subprocess.Popen([sys.executable, "-m", "cluster.testbed", "hold", "--hosts", "2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    ready = json.loads(process.stdout.readline())  # {"bed": id, "root": folder, "pids": [...]} once the hosts are up
+    assert Path(ready["root"]).exists() and all(Path(f"/proc/{pid}").exists() for pid in ready["pids"])
+    process.send_signal(sig)
+    assert process.wait(60) != 0
+    assert not Path(ready["root"]).exists()  # keys and scratch are gone
+    assert not any(Path(f"/proc/{pid}").exists() for pid in ready["pids"])
+    names = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout + subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert ready["bed"] not in names
+
+
+# --------------------------------------------------------------------------- three hosts, shared services
+
+
+@pytest.fixture(scope="module")
+def stack():
+    began = time.monotonic()
+    with TestBed(hosts=3) as bed:
+        stack = scenarios.start_stack(bed)
+        report("services_and_data_s", time.monotonic() - began)
+        try:
+            yield stack
+        finally:
+            stack.services.stop_all()
+
+
+def test_the_tracking_server_refuses_a_worker_without_credentials(stack):
+    worker = stack.bed.hosts[1]
+    env = stack.login_env() | {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
+    out = worker.run([f"{stack.venv}/python", "-m", "cluster.testbed.probe", "unauthenticated"], env=env, cwd=str(ROOT))
+    assert json.loads(out.stdout)["status"] == 401
+
+
+class TestOnPremise:
+    """``ray up`` the head and two workers by address, sweeps with ``ray submit``, ``ray down``."""
+
+    @pytest.fixture(scope="class")
+    def cluster(self, stack):
+        report("ray_up_3_hosts_s", scenarios.ray_up(stack, stack.bed.workers))
+        try:
+            yield stack
+        finally:
+            scenarios.ray_down(stack)  # stops the head; a worker's raylet exits once it cannot reach the head (within a minute)
+            deadline = time.monotonic() + 120
+            while (left := [h.hostname for h in stack.bed.hosts if h.find("/raylet")]) and time.monotonic() < deadline:
+                time.sleep(2)
+            assert left == [], f"Ray still running on {left} two minutes after ray down"
+
+    def test_a_sweep_runs_on_every_host_and_mlflow_holds_each_epoch_once(self, cluster):
+        run = scenarios.submit(cluster, "onprem")
+        assert run.returncode == 0, run.output[-4000:]
+        report("sweep_3_hosts_s", run.wall_s)
+        audit = scenarios.audit(cluster, run.summary["parent_run_id"])
+        check_complete(audit, trials=8)
+        assert len({child["node_ip"] for child in audit["children"]}) >= 2  # trials ran on at least two hosts
+
+    def test_a_local_sqlite_store_is_refused_on_a_multi_node_cluster(self, cluster):
+        run = scenarios.submit(cluster, "sqlite", "--tracking-uri", "sqlite:////tmp/mlflow.db", timeout_s=300)
+        assert run.returncode != 0
+        errors = [line for line in run.output.splitlines() if "topk.py: error:" in line]
+        assert len(errors) == 1 and "other 2 node(s)" in errors[0] and "--tracking-uri http://" in errors[0], run.output[-3000:]
+        assert "Traceback" not in run.output
+
+    def test_tracking_server_restart_mid_sweep_loses_no_metric(self, cluster):
+        began = time.monotonic()
+        process = scenarios.start_submit(cluster, "restart", args=scenarios.SMALL_ARGS)
+        scenarios.wait_for(cluster, "restart", "epochs", "2")
+        report("tracking_outage_s", cluster.services.restart("mlflow", down_s=5))  # trials block (retrying) this long
+        run = scenarios.finish(process, began)
+        assert run.returncode == 0, run.output[-4000:]
+        report("sweep_with_tracking_restart_s", run.wall_s)
+        check_complete(scenarios.audit(cluster, run.summary["parent_run_id"]), trials=4)
+
+    def test_a_killed_driver_is_resumed_to_completion(self, cluster):
+        began = time.monotonic()
+        process = scenarios.start_submit(cluster, "driver", args=scenarios.SMALL_ARGS)
+        scenarios.wait_for(cluster, "driver", "trial-past-first-epoch")
+        drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
+        assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
+        os.kill(drivers[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        first = scenarios.finish(process, began)
+        assert first.returncode != 0
+        resumed = scenarios.submit(cluster, "driver", "--resume", args=scenarios.SMALL_ARGS)
+        assert resumed.returncode == 0, resumed.output[-4000:]
+        report("driver_kill_until_resumed_sweep_done_s", time.monotonic() - killed_at)
+        report("sweep_with_driver_kill_s", time.monotonic() - began)
+        check_complete(scenarios.audit(cluster, resumed.summary["parent_run_id"]), trials=4)
+
+    def test_a_worker_host_lost_mid_epoch_costs_its_trials_only_their_current_epoch(self, cluster):
+        """Every process of a worker host is killed while one of its trials is past its first, checkpointed, epoch."""
+        began = time.monotonic()
+        process = scenarios.start_submit(cluster, "hostloss", args=scenarios.SMALL_ARGS)
+        # a worker host's trial whose first epoch is checkpointed in S3 (killed before that, it would start over)
+        state = scenarios.wait_for(cluster, "hostloss", "trial-checkpointed", f"{scenarios.STORAGE}/hostloss", cluster.head.address)
+        victim_ip = next(c["node_ip"] for c in state["children"] if c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != cluster.head.address)
+        victim = next(host for host in cluster.bed.workers if host.address == victim_ip)
+        killed_at_ms = time.time() * 1000
+        victim.kill()
+        affected = [c["run_id"] for c in state["children"] if c["status"] == "RUNNING" and c["node_ip"] == victim.address]
+        try:
+            run = scenarios.finish(process, began)
+            assert run.returncode == 0, run.output[-4000:]
+            audit = scenarios.audit(cluster, run.summary["parent_run_id"])
+            check_complete(audit, trials=4)
+            moved = [c for c in audit["children"] if c["run_id"] in affected]
+            assert moved
+            for child in moved:  # same run, resumed elsewhere from its checkpoint
+                hosts = child["node_ips"].split(",")
+                assert hosts[0] == victim.address and hosts[-1] != victim.address
+            resumed_ms = [t for c in scenarios.progress(cluster, "hostloss")["children"] if c["run_id"] in affected for t in c["epoch_times_ms"] if t > killed_at_ms]
+            report("host_loss_until_trials_report_again_s", (min(resumed_ms) - killed_at_ms) / 1000 if resumed_ms else float("nan"))
+            report("sweep_with_host_loss_s", run.wall_s)
+        finally:
+            cluster.bed.start(victim)  # the machine comes back (empty), so ray down finds its sshd
+
+
+def check_complete(audit: dict, trials: int) -> None:
+    """Every trial: one FINISHED child run, each epoch's points exactly once, artifacts readable; the leaderboard lists them all."""
+    children = audit["children"]
+    assert len(children) == trials and len({c["trial"] for c in children}) == trials
+    assert audit["parent_status"] == "FINISHED" and len(audit["leaderboard_rows"]) == trials
+    for child in children:
+        assert child["status"] == "FINISHED", child
+        assert child["epochs"] and child["epochs"] == list(range(len(child["epochs"]))), child
+        assert child["duplicated"] == [] and child["missing"] == [] and child["mismatched"] == [], child
+        assert {"checkpoints/best.pt", "checkpoints/last.pt", "plots/training_history.png"} <= set(child["artifacts"])
+        assert child["checkpoint_bytes"] > 0
+
+
+# --------------------------------------------------------------------------- SLURM's node logic
+
+
+def test_slurm_node_logic_runs_a_sweep_across_the_hosts(stack):
+    results, wall_s = scenarios.slurm_nodes(stack, stack.bed.hosts, "slurm")
+    assert [r.returncode for r in results] == [0, 0, 0], "\n".join(r.output[-3000:] for r in results)
+    assert "Ray cluster up at 10.213.0.1:6379: 3 node(s)" in results[0].output
+    report("slurm_sweep_3_hosts_s", wall_s)
+    audit = scenarios.audit(stack, results[0].summary["parent_run_id"])
+    check_complete(audit, trials=4)
+    assert len({child["node_ip"] for child in audit["children"]}) >= 2
