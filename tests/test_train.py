@@ -13,7 +13,8 @@ from galaxy_da.checkpoint import LAST, load_checkpoint
 from galaxy_da.config import load_config
 from galaxy_da.losses.alignment import ALIGNMENT_METHODS, NoAlignment
 from galaxy_da.optim import LR_SCHEDULES
-from galaxy_da.train import NonFiniteLossError, train
+from galaxy_da.step_log import NonFiniteLossError
+from galaxy_da.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["source_only", "dann", "laplacian_fixed", "laplacian_trainable", "laplacian_trainable_blur"]
@@ -171,9 +172,9 @@ def test_an_epoch_is_scored_on_the_splits_its_rule_reads_only(rule, reads, toy_d
     predicted = []
     real_predict = train_module.predict
 
-    def counting_predict(model, data, stats, batch_size, device):
+    def counting_predict(model, data, stats, **options):
         predicted.append(len(data))
-        return real_predict(model, data, stats, batch_size, device)
+        return real_predict(model, data, stats, **options)
 
     monkeypatch.setattr(train_module, "predict", counting_predict)
     cfg = tiny(toy_dataset, f"selection.rule={rule}", "optim.warmup_epochs=0", "optim.epochs=1", "align.method=energy")
