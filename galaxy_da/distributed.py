@@ -116,13 +116,21 @@ class World:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
+    def collect(self, value: Any) -> list[Any]:
+        """Every worker's picklable ``value``, in rank order."""
+        if self.size == 1:
+            return [value]
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value, group=self.group)
+        return values
+
     def parallel(self, module: nn.Module) -> nn.Module:
         """``module`` under ``DistributedDataParallel`` (W > 1). Unused parameters are expected: the
         discriminator and loss weights sit idle during warm-up. Buffers are not broadcast: with
         :class:`GlobalBatchNorm` every worker's running statistics are already the same."""
         if self.size == 1:
             return module
-        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True, broadcast_buffers=False)
+        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True, forward_sync_buffers=False)
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):

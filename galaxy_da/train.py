@@ -10,6 +10,15 @@ the epoch, and writes ``best.pt`` on improvement. ``record`` holds namespaced
 metrics (``train/loss``, ``src_val/macro_f1``, ``schedule/align_weight``, ...),
 the ``epoch``, and ``select/<rule>`` on scored epochs only.
 
+The step loop never waits on the host: the training splits live on the device
+(:class:`~galaxy_da.data.loader.BatchStream`), and the losses and diagnostics of
+every step stay there until the epoch's one read (:mod:`galaxy_da.step_log`).
+``compute.*`` picks the autocast precision, memory layout and ``torch.compile``
+(:mod:`galaxy_da.accel`). Inside a ``torch.distributed`` process group of
+``resources.workers_per_trial`` workers the same loop trains data-parallel
+(:mod:`galaxy_da.distributed`): each worker takes its slice of every global
+batch, the lead worker (rank 0) evaluates and writes the checkpoints.
+
 Callbacks cannot change the trial: ``report`` runs with the torch (CPU and CUDA)
 and numpy global random states saved and restored, so an analysis hook that
 builds a model or samples does not shift the trainer's random stream. Target
@@ -32,7 +41,7 @@ import torch
 
 from galaxy_da.accel import autocast, forward_of, memory_format
 from galaxy_da.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from galaxy_da.config import TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.data.loader import BatchStream
 from galaxy_da.distributed import World, convert_batchnorm
 from galaxy_da.inference import predict, resolve_device
@@ -147,6 +156,11 @@ class Trainer:
         self.cfg = cfg
         self.device = device = device or resolve_device(cfg.device)
         self.world = world = World.current()  # data-parallel workers of this trial (1 outside a process group)
+        if world.size != cfg.resources.workers_per_trial:
+            raise ConfigError(
+                f"resources.workers_per_trial is {cfg.resources.workers_per_trial} but this trial runs on {world.size} worker(s): "
+                "multi-worker trials run in sweeps (Ray Train), one process runs workers_per_trial=1"
+            )
         self.checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
         self.data = data = data or load_trial_data(cfg)
         _seed_everything(cfg.seed)

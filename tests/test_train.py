@@ -76,6 +76,24 @@ def test_non_finite_loss_names_step_and_component(toy_dataset, tmp_path, monkeyp
         train(cfg, checkpoint_dir=tmp_path)
 
 
+def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tmp_path, monkeypatch):
+    """The check reads the epoch's per-step values once, at its end, and still names the first bad step."""
+
+    class LateNaN(NoAlignment):
+        calls = 0
+
+        def forward(self, source, target, *, blur, grl_strength):
+            LateNaN.calls += 1
+            return source.sum() * (float("nan") if LateNaN.calls == 3 else 0.0)
+
+    monkeypatch.setitem(ALIGNMENT_METHODS, "late_nan", LateNaN)
+    cfg = tiny(toy_dataset, "optim.warmup_epochs=0", "optim.steps_per_epoch=4", "optim.grad_clip=null")
+    cfg.align.__dict__["method"] = "late_nan"  # bypass validation: the name is test-only
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 2: loss component 'align' is nan"):
+        train(cfg, checkpoint_dir=tmp_path)
+    assert not (tmp_path / LAST).exists()  # the poisoned epoch is never checkpointed
+
+
 def test_target_labels_never_reach_training(toy_dataset, tmp_path):
     """Scrambling every target label leaves training bit-for-bit unchanged."""
     scrambled = tmp_path / "scrambled"
