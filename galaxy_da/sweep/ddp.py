@@ -63,6 +63,7 @@ def _state(trainer) -> dict[str, Any]:
 def worker_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: build the trainer (resuming from the files handed over), then train one epoch per command."""
     import ray.train.torch
+    import torch
 
     from galaxy_da.train import Trainer
 
@@ -71,7 +72,10 @@ def worker_loop(config: dict[str, Any]) -> None:
     for name, blob in (ray.get(config["files"][0]) if config["files"] else {}).items():
         (folder / name).write_bytes(blob)
     commands, results = config["commands"], config["results"]
-    trainer = Trainer(cfg, checkpoint_dir=folder, resume=config["files"] is not None, device=ray.train.torch.get_device())
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's object collectives run on the current device
+    trainer = Trainer(cfg, checkpoint_dir=folder, resume=config["files"] is not None, device=device)
     world = trainer.world
     workers = world.collect(_worker_info())
     try:

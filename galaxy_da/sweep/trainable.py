@@ -8,6 +8,10 @@ train``. A Tune step trains until the next *scored* epoch
 Tune sees carries the label-free score and ``epochs_done``; Tune checkpoints
 the trial folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) after each.
 Data reaches trials as a shard path or URI, never through the object store.
+A trial with ``resources.workers_per_trial > 1`` drives W Ray Train workers
+instead of training in its actor (:mod:`galaxy_da.sweep.ddp`); either way it
+tags its run with where it ran: ``node_id``, ``node_ip`` and the ``gpu_ids``
+Ray gave it (per worker, in rank order, for W > 1).
 
 The trial closes its own MLflow run, synchronously, in the actor:
 
