@@ -66,7 +66,17 @@ class LocalAutoscalingCluster(AutoscalingCluster):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, _system_config=None, override_env: Optional[dict] = None) -> None:
+    def start(self, _system_config=None, override_env: Optional[dict] = None, attempts: int = 3) -> None:
+        """Start the head; on a loaded machine its raylet can miss Ray's fixed 30 s start-up wait, so retry."""
+        for attempt in range(attempts):
+            if self._start_head(override_env):
+                return
+            log = (self.temp / "head.log").read_text()[-3000:]
+            self.shutdown()
+            if attempt == attempts - 1 or "timed out during startup" not in log:
+                raise RuntimeError(f"the Ray head did not start: {log}")
+
+    def _start_head(self, override_env: Optional[dict]) -> bool:
         self.temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's unix sockets live here
         self.config_path = self.temp / "autoscaler.yaml"
         self.config_path.write_text(yaml.safe_dump(self._config))
@@ -86,17 +96,12 @@ class LocalAutoscalingCluster(AutoscalingCluster):
         env.pop("RAY_ADDRESS", None)
         self.log = open(self.temp / "head.log", "w")
         self.head = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.head.poll() is not None or time.monotonic() > deadline:
-                    log = (self.temp / "head.log").read_text()[-3000:]
-                    self.shutdown()
-                    raise RuntimeError(f"the Ray head did not start: {log}")
-                time.sleep(0.5)
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in (self.temp / "head.log").read_text():
+            if self.head.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def shutdown(self) -> None:
         """End the head and everything under it (worker nodes are children of its autoscaler)."""
