@@ -53,7 +53,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     trace = OracleTrace(cfg)
     started = time.perf_counter()
     outcome = run_trial(cfg, parent_run_id=job["parent_run_id"], extra_report=trace, extra_tags={"benchmark.method": job["method"]})
-    metrics = evaluate_run(outcome.run_id, cfg.tracking.tracking_uri, log=True)
+    metrics = evaluate_run(outcome.run_id, cfg.tracking.tracking_uri, log=True, plots=False)
     oracle = trace.best_scored()
     metrics |= {"oracle/tgt_test_macro_f1_best_epoch": oracle["macro_f1"], "oracle/best_epoch": oracle["epoch"]}
     RunTracker(cfg, run_id=outcome.run_id).log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle/")})

@@ -38,6 +38,7 @@ from oracle import write_target_as_source  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
 
 F1 = "eval/tgt_test/macro_f1"
+SHARED = " · shared norm"  # rows re-run with one input standardisation for both domains (see bench/source_only_modes.py)
 COLUMNS = {  # column -> metric, all shown as median (IQR) over seeds
     "tgt acc": "eval/tgt_test/acc",
     "recall E": "eval/tgt_test/recall/elliptical",
@@ -49,16 +50,21 @@ COLUMNS = {  # column -> metric, all shown as median (IQR) over seeds
 }
 
 
+def baseline_of(method: str) -> str:
+    """Each row is compared with the source-only run of its own input normalisation."""
+    return "source_only" + (SHARED if method.endswith(SHARED) else "")
+
+
 def table(results: list[dict[str, Any]], majority: dict[str, float], order: list[str]) -> str:
-    header = ["method", "n", "tgt macro-F1", "Δ vs source-only (paired)", "wins", "Wilcoxon p", "mean ± std", *COLUMNS]
+    header = ["method", "n", "tgt macro-F1", "Δ vs its source-only (paired)", "wins", "Wilcoxon p", "mean ± std", *COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines.append(f"| majority class (spiral) | – | {majority['macro_f1']:.3f} | – | – | – | – | {majority['acc']:.3f} |" + " – |" * (len(COLUMNS) - 1))
     for method in order:
         f1 = list(per_seed(results, method, F1).values())
-        if method == "source_only":
+        if method == baseline_of(method):
             diff_cells = ["–", "–", "–"]
         else:
-            d = paired_difference(results, method, "source_only", F1)
+            d = paired_difference(results, method, baseline_of(method), F1)
             diff_cells = [f"{d['median']:+.3f} ({d['q1']:+.3f}…{d['q3']:+.3f})", f"{d['wins']}/{d['n']}", f"{d['p']:.3g}"]
         label = method + (" (upper bound: target labels)" if method == "target_oracle" else "")
         cells = [label, str(len(f1)), cell(f1), *diff_cells, f"{np.mean(f1):.3f} ± {np.std(f1, ddof=1):.3f}"]
@@ -98,6 +104,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method")
     parser.add_argument("--more-seeds", type=int, nargs="*", default=[5, 6, 7, 8, 9], help="source-only, DANN and the best distance too")
     parser.add_argument("--workers", type=int, default=2, help="trials at once (one torch thread each)")
+    parser.add_argument("--no-shared-norm-rows", dest="shared_norm_rows", action="store_false",
+                        help="skip source-only and the best distance re-run with shared input normalisation")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "quality.json")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of configs/benchmark.yaml for every method")
@@ -145,9 +153,14 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
     if args.more_seeds:
         results += run_all(jobs({m: methods[m] for m in ("source_only", "dann", best_distance)}, args.more_seeds), args.workers)
 
+    shared_rows = {}
+    if args.shared_norm_rows:
+        shared_rows = {f"{m}{SHARED}": {**methods[m], "data.normalization": "shared"} for m in ("source_only", best_distance)}
+        results += run_all(jobs(shared_rows, args.seeds + args.more_seeds), args.workers)
+
     dataset = ShardDataset(str(data))
     majority = majority_baseline(dataset.counts("source", "train"), dataset.evaluation_view().labelled("target", "test").labels, dataset.class_names)
-    order = ["source_only", "target_oracle", "dann", *DISTANCE_RECIPES, topk_name, "reference_recipe"]
+    order = ["source_only", "target_oracle", "dann", *DISTANCE_RECIPES, topk_name, "reference_recipe", *shared_rows]
     wall = time.perf_counter() - started
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     markdown = table(results, majority, order)

@@ -325,8 +325,8 @@ def json_ready(metrics: dict[str, float]) -> dict[str, Optional[float]]:
     return {key: value if math.isfinite(value) else None for key, value in metrics.items()}
 
 
-def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) -> None:
-    """Metrics, tags, plots, ``metrics.json`` and ``summary.txt`` into the run, under ``eval/``."""
+def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, plots: bool = True) -> None:
+    """Metrics, tags, ``metrics.json``, ``summary.txt`` and (unless ``plots`` is False) the figures into the run, under ``eval/``."""
     from galaxy_da.tracking import RunTracker
 
     run = evaluation.run
@@ -339,6 +339,8 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) 
     })
     tracker.log_text(json.dumps(json_ready(evaluation.metrics), indent=1), "eval/metrics.json")
     tracker.log_text(summary + "\n", "eval/summary.txt")
+    if not plots:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for path in write_figures(evaluation, Path(tmp)):
             tracker.log_artifact(path, "eval/plots")
@@ -346,11 +348,12 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) 
 
 def evaluate_run(
     run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True,
-    device: str = "auto",
+    device: str = "auto", plots: bool = True,
 ) -> dict[str, float]:
     """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
 
-    Logs metrics and figures back to the run unless ``log`` is False. Raises
+    Logs metrics (and figures, unless ``plots`` is False: the benchmarks' many runs
+    skip the t-SNE) back to the run unless ``log`` is False. Raises
     ``LookupError`` for an unknown run or a run without that checkpoint.
     """
     run = load_run(run_id, tracking_uri, checkpoint)
@@ -359,7 +362,7 @@ def evaluate_run(
     summary = format_summary(evaluation)
     print(summary, flush=True)
     if log:
-        log_evaluation(evaluation, dataset, summary)
+        log_evaluation(evaluation, dataset, summary, plots)
     return evaluation.metrics
 
 

@@ -43,6 +43,21 @@ def test_the_default_first_rung_follows_the_longest_warmup_in_the_space(toy_data
     assert grace_period(base, SweepSettings(name="g", space={"optim.warmup_epochs": {"choice": [1, 3]}})) == 4
 
 
+def test_resume_with_a_different_base_config_is_refused_naming_both_hashes(toy_dataset, tmp_path):
+    from galaxy_da.sweep.state import write_sweep_state
+    from galaxy_da.sweep.tuner import base_hash, prepare_base, run_sweep
+
+    cfg = tiny_config(toy_dataset, "hash", **{"optim.epochs": 3})
+    settings = SweepSettings(name="hash", space={"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                             storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    write_sweep_state(settings, {"parent_run_id": "0" * 32, "base_config_hash": "0123456789abcdef"})
+    changed = tiny_config(toy_dataset, "hash", **{"optim.epochs": 4})
+    with pytest.raises(ConfigError, match=f"hashes to {base_hash(prepare_base(changed))} but sweep 'hash' was started from 0123456789abcdef"):
+        run_sweep(changed, settings, resume=True)
+    assert base_hash(prepare_base(cfg)) != base_hash(prepare_base(changed))
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the tracking server started
+
+
 # --------------------------------------------------------------------------- a real pruned sweep
 
 
@@ -59,7 +74,7 @@ def pruned_sweep(toy_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pruned")
     cfg = tiny_config(toy_dataset, "pruned", **{"optim.epochs": 5, "optim.warmup_epochs": 2})
     settings = SweepSettings(
-        name="pruned", space={"optim.lr": {"loguniform": [1e-6, 3e-2]}}, num_samples=6, max_concurrent=2, num_cpus=2,
+        name="pruned", space={"optim.lr": {"loguniform": [2e-5, 3e-2]}}, num_samples=6, max_concurrent=2, num_cpus=2,
         storage_path=str(tmp / "ray"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
     )
     result = run_sweep(cfg, settings)
@@ -136,6 +151,7 @@ def statuses(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy_dataset, tmp_path):
     db = tmp_path / "mlflow" / "mlflow.db"
     command = [
@@ -153,7 +169,7 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
     driver.wait(timeout=60)
     time.sleep(5)  # Ray's processes notice their driver is gone
 
-    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["trials"] == 3

@@ -53,7 +53,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default: %(default)s)")
     p.add_argument("--storage-path", default="ray_results", help="Ray results folder or URI (default: %(default)s)")
     p.add_argument("--name", help="sweep name; resume finds the sweep by it (default: the script's)")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, the node's running cluster, else local)")
+    p.add_argument("--address", help="Ray address: auto joins the node's running cluster (default: $RAY_ADDRESS, else a fresh local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")

@@ -2,15 +2,16 @@
 
 The launch layer: it imports Ray, and nothing in the core imports it.
 
-- Trials: :func:`tune_trial` builds the trial's config with the sampled dotted
-  overrides and calls the same :func:`galaxy_da.trial.run_trial` as
-  ``galaxy-da train``; each epoch it reports the record and the trial's
-  checkpoint folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) to Tune.
-  Data reaches trials as a shard path or URI, never through the object store.
+- Trials: :class:`~galaxy_da.sweep.trainable.SweepTrial` trains the trial's
+  config (the base plus the sampled dotted overrides) with the same
+  :class:`~galaxy_da.trial.TrackedTrial` as ``galaxy-da train``, one scored epoch
+  per Tune step, and closes its own MLflow run. Actors are reused between
+  trials. Data reaches trials as a shard path or URI, never through the object store.
 - Search: Optuna's TPE (seeded) or Tune's random/grid generator
   (:data:`SEARCHERS`); ASHA prunes on ``epochs_done`` (``epoch + 1``, restored
-  with the checkpoint), on the label-free metric ``select/<rule>``, maximised.
-- Resources per trial by backbone (:data:`GPU_SHARE`): a quarter GPU for the
+  with the checkpoint) on the label-free metric ``select/<rule>``, maximised,
+  with its first rung after warm-up.
+- Resources per trial by backbone (:data:`~galaxy_da.sweep.settings.GPU_SHARE`): a quarter GPU for the
   small CNN, whole GPUs for ResNet-18 and steerable nets; CPUs otherwise.
   Whether to ask for GPUs follows the node types the autoscaler can add
   (:mod:`galaxy_da.sweep.gpus`), so a cluster whose GPU workers start at zero
@@ -20,8 +21,9 @@ The launch layer: it imports Ray, and nothing in the core imports it.
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
   to its child run, so MLflow holds exactly one child run per trial.
-- Resume: the parent run id lives in ``<experiment>/galaxy_da_sweep.json``;
-  ``Tuner.restore`` brings back the searcher, the scheduler and every trial.
+- Resume: the parent run id and the base config's hash live in
+  ``<experiment>/galaxy_da_sweep.json``; ``Tuner.restore`` brings back the
+  searcher, the scheduler and every trial; a different base config is refused.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -47,9 +47,6 @@ from galaxy_da.sweep.stops import AnnouncingASHA
 from galaxy_da.sweep.tracking_server import tracking_server
 from galaxy_da.sweep.trainable import TIME_ATTR, SweepTrial
 from galaxy_da.tracking import default_tracking_uri
-
-RAY_CLUSTER_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-
 
 # --------------------------------------------------------------------------- search
 
@@ -107,19 +104,14 @@ def build_scheduler(base: dict[str, Any], settings: SweepSettings):
 
 
 def resolve_address(address: Optional[str]) -> str:
-    """``address``, else ``$RAY_ADDRESS``, else ``auto`` if a Ray cluster answers on this node, else ``local``.
+    """``address``, else ``$RAY_ADDRESS``, else ``local``: a fresh Ray instance for this sweep alone.
 
-    A stale ``/tmp/ray/ray_current_cluster`` (Ray stopped) must not make us dial a dead cluster.
+    A running cluster is joined only when asked (``--address auto``, or
+    ``RAY_ADDRESS``, which the cluster YAMLs and the SLURM launcher set): on a
+    shared host, "the cluster on this node" may be somebody else's, or a dead
+    one that ``/tmp/ray/ray_current_cluster`` still names.
     """
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        return address
-    try:
-        host, port = RAY_CLUSTER_FILE.read_text().strip().rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=1):
-            return "auto"
-    except (OSError, ValueError):
-        return "local"
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 def start_ray(settings: SweepSettings) -> None:
