@@ -4,7 +4,8 @@ Two sweeps on a local Ray instance with the same trial: one trial, then four at
 once (the sweep's default GPU share for ``cnn``: four pack onto one GPU). Each
 trial's throughput is the median of its per-epoch ``train/images_per_s`` (the
 trainer's own timing of its step loop, both domains), the first epoch dropped
-(start-up); the packed figure is the sum over the four trials. Every trial logs
+(start-up); the packed figure is the sum over the four trials, meaningful when
+they ran together (``all_running_s``: how long all four were running). Every trial logs
 its GPU ids and node (``gpu_ids``, ``node_id`` tags), so the JSON also says
 where each ran.
 
@@ -48,8 +49,11 @@ def run(data: str, trials: int, work: Path, use_gpu: bool, overrides: dict) -> d
     for child in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"):
         rates = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "train/images_per_s"), key=lambda m: m.step)][1:]
         rows.append({"seed": child.data.tags["seed"], "images_per_s": statistics.median(rates), "gpu_ids": child.data.tags["gpu_ids"],
-                     "node_id": child.data.tags["node_id"], "status": child.info.status})
-    return {"trials": trials, "complete": result.complete, "wall_s": wall, "images_per_s": sum(r["images_per_s"] for r in rows), "runs": rows}
+                     "node_id": child.data.tags["node_id"], "status": child.info.status,
+                     "start_s": child.info.start_time / 1000, "end_s": child.info.end_time / 1000})
+    overlap = min(r["end_s"] for r in rows) - max(r["start_s"] for r in rows)  # the sum only means something if they ran together
+    return {"trials": trials, "complete": result.complete, "wall_s": wall, "images_per_s": sum(r["images_per_s"] for r in rows),
+            "all_running_s": overlap, "runs": rows}
 
 
 def main() -> None:
