@@ -47,9 +47,10 @@ def best_of(fn, repeats: int) -> float:
 
 def to_batches(images: np.ndarray, stats: ChannelStats) -> int:
     tensor = torch.from_numpy(images)
+    affine = stats.affine()
     total = 0
     for start in range(0, tensor.shape[0], BATCH):
-        total += to_float(tensor[start : start + BATCH], stats).shape[0]
+        total += to_float(tensor[start : start + BATCH], affine).shape[0]
     return total
 
 

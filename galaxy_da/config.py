@@ -213,6 +213,26 @@ class SelectionConfig(_Section):
         return value
 
 
+class ResourcesConfig(_Section):
+    """How many worker processes (one device each) a trial spans.
+
+    With W workers each draws ``data.batch_size`` of every global batch, so the
+    global batch is ``W * data.batch_size`` and one epoch is one pass over
+    source train: W changes the run and is part of the config hash. W > 1 runs
+    through Ray Train (``galaxy_da.sweep.ddp``); ``galaxy-da train`` runs W = 1.
+    """
+
+    workers_per_trial: int = Field(1, ge=1, le=64)
+
+
+class ComputeConfig(_Section):
+    """Numerics and speed of the training step; see :mod:`galaxy_da.accel`."""
+
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: Optional[bool] = None  # None: where it helps the backbone (cnn, resnet18)
+    compile: Literal["off", "inductor", "aot_eager"] = "off"  # torch.compile of the model, eager if it fails
+
+
 class TrackingConfig(_Section):
     tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db
     experiment: str = "galaxy-da"
@@ -231,6 +251,8 @@ class TrialConfig(_Section):
     schedules: SchedulesConfig = SchedulesConfig()
     optim: OptimConfig = OptimConfig()
     selection: SelectionConfig = SelectionConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    compute: ComputeConfig = ComputeConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def hash(self) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
+from galaxy_da.accel import autocast
 from galaxy_da.data.loader import ChannelStats, iterate_in_order
 from galaxy_da.data.reader import ImageSet
 from galaxy_da.selection import Predictions
@@ -21,21 +20,21 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context on CPU (where fp32 is faster for these convs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: ImageSet, stats: ChannelStats, batch_size: int, device: torch.device) -> Predictions:
-    """Eval-mode logits (N, K) and features (N, D) as float32 numpy, labels passed through."""
+def predict(
+    model: torch.nn.Module, data: ImageSet, stats: ChannelStats, batch_size: int, device: torch.device,
+    precision: str = "auto", memory_format: torch.memory_format = torch.contiguous_format,
+) -> Predictions:
+    """Eval-mode logits (N, K) and features (N, D) as float32 numpy, labels passed through.
+
+    ``precision`` is a ``compute.precision`` value and ``memory_format`` the
+    model's layout (see :mod:`galaxy_da.accel`).
+    """
     was_training = model.training
     model.eval()
     logits, features = [], []
-    for images, _ in iterate_in_order(data, batch_size, stats, device):
-        with autocast(device):
+    for images, _ in iterate_in_order(data, batch_size, stats, device, memory_format):
+        with autocast(device, precision):
             batch_logits, batch_features = model(images)
         logits.append(batch_logits.float().cpu())
         features.append(batch_features.float().cpu())

@@ -92,13 +92,13 @@ class Objective(nn.Module):
         parts["total"] = total + self.entropy_weight * parts["entropy"] + self.topk_ot_weight * parts["topk_ot"]
         return parts
 
-    def diagnostics(self) -> dict[str, float]:
-        """Per-step scalars worth logging: solver convergence, discriminator accuracy, weights."""
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """Per-step scalars worth logging (solver convergence, discriminator accuracy, weights), as detached device tensors."""
         found = {f"align/{k}": v for k, v in getattr(self.alignment, "diagnostics", {}).items()}
         if self.topk_ot is not None:
             found.update({f"align/topk_ot_{k}": v for k, v in self.topk_ot.diagnostics.items()})
         if self.uncertainty is not None:
-            weights = self.uncertainty.weights.tolist()
+            weights = self.uncertainty.weights
             found.update({"weights/cls": weights[0], "weights/align": weights[1]})
         return found
 

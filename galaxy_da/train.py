@@ -10,6 +10,15 @@ the epoch, and writes ``best.pt`` on improvement. ``record`` holds namespaced
 metrics (``train/loss``, ``src_val/macro_f1``, ``schedule/align_weight``, ...),
 the ``epoch``, and ``select/<rule>`` on scored epochs only.
 
+The step loop never waits on the host: the training splits live on the device
+(:class:`~galaxy_da.data.loader.BatchStream`), and the losses and diagnostics of
+every step stay there until the epoch's one read (:mod:`galaxy_da.step_log`).
+``compute.*`` picks the autocast precision, memory layout and ``torch.compile``
+(:mod:`galaxy_da.accel`). Inside a ``torch.distributed`` process group of
+``resources.workers_per_trial`` workers the same loop trains data-parallel
+(:mod:`galaxy_da.distributed`): each worker takes its slice of every global
+batch, the lead worker (rank 0) evaluates and writes the checkpoints.
+
 Callbacks cannot change the trial: ``report`` runs with the torch (CPU and CUDA)
 and numpy global random states saved and restored, so an analysis hook that
 builds a model or samples does not shift the trainer's random stream. Target
@@ -19,10 +28,10 @@ labels are never read: the data comes from :meth:`ShardDataset.training_view`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -30,23 +39,23 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from galaxy_da.accel import autocast, forward_of, memory_format
 from galaxy_da.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from galaxy_da.config import TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.data.loader import BatchStream
-from galaxy_da.inference import autocast, predict, resolve_device
+from galaxy_da.distributed import World, convert_batchnorm
+from galaxy_da.inference import predict, resolve_device
 from galaxy_da.metrics import classification_metrics
 from galaxy_da.models.registry import build_model
 from galaxy_da.objective import Objective, StepKnobs
 from galaxy_da.optim import build_optimizer, set_epoch_lr
 from galaxy_da.schedules import schedule_value
-from galaxy_da.trial_data import TrialData, load_trial_data
 from galaxy_da.selection import RULE_READS, SelectionInputs, score
+from galaxy_da.step import TrainingStep
+from galaxy_da.step_log import StepLog
+from galaxy_da.trial_data import TrialData, load_trial_data
 
 Report = Callable[[dict[str, Any], Path], None]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss component became NaN or Inf; the trial stops rather than carry on."""
 
 
 @dataclass
@@ -74,15 +83,6 @@ def epoch_knobs(cfg: TrialConfig, epoch: int) -> StepKnobs:
     )
 
 
-def _check_finite(parts: dict[str, torch.Tensor], step: int, epoch: int) -> None:
-    for name, value in parts.items():
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"epoch {epoch}, step {step}: loss component '{name}' is {value.item()} "
-                f"(all components: { {k: round(v.item(), 6) for k, v in parts.items()} })"
-            )
-
-
 def is_scored_epoch(cfg: TrialConfig, epoch: int) -> bool:
     """Whether ``epoch`` (0-based) is evaluated and may be selected.
 
@@ -97,14 +97,17 @@ def is_scored_epoch(cfg: TrialConfig, epoch: int) -> bool:
     return (epoch - warmup + 1) % cfg.selection.eval_every == 0 or epoch == epochs - 1
 
 
-def evaluate_epoch(cfg: TrialConfig, model: torch.nn.Module, data: TrialData, device: torch.device) -> dict[str, float]:
+def evaluate_epoch(
+    cfg: TrialConfig, model: torch.nn.Module, data: TrialData, device: torch.device, layout: torch.memory_format = torch.contiguous_format
+) -> dict[str, float]:
     """The label-free selection score, and source-val metrics when the rule reads source val.
 
     Only the splits the rule reads are predicted (target labels are never seen).
     """
     batch, reads = cfg.data.eval_batch_size, RULE_READS[cfg.selection.rule]
-    source_val = predict(model, data.source_val, data.source_stats, batch, device) if "source_val" in reads else None
-    target = predict(model, data.target_adapt, data.target_stats, batch, device) if "target" in reads else None
+    run = functools.partial(predict, batch_size=batch, device=device, precision=cfg.compute.precision, memory_format=layout)
+    source_val = run(model, data.source_val, data.source_stats) if "source_val" in reads else None
+    target = run(model, data.target_adapt, data.target_stats) if "target" in reads else None
     record = {}
     if source_val is not None:
         probs = torch.softmax(torch.from_numpy(source_val.logits), dim=1).numpy()
@@ -148,21 +151,33 @@ class Trainer:
         checkpoint_dir: Optional[str | Path] = None,
         resume: bool = False,
         data: Optional[TrialData] = None,
+        device: Optional[torch.device] = None,
     ) -> None:
         self.cfg = cfg
-        self.device = device = resolve_device(cfg.device)
+        self.device = device = device or resolve_device(cfg.device)
+        self.world = world = World.current()  # data-parallel workers of this trial (1 outside a process group)
+        if world.size != cfg.resources.workers_per_trial:
+            raise ConfigError(
+                f"resources.workers_per_trial is {cfg.resources.workers_per_trial} but this trial runs on {world.size} worker(s): "
+                "multi-worker trials run in sweeps (Ray Train), one process runs workers_per_trial=1"
+            )
         self.checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
         self.data = data = data or load_trial_data(cfg)
         _seed_everything(cfg.seed)
         channels, height, _ = data.view.image_shape
-        self.model = build_model(cfg.model, len(data.view.class_names), channels, height).to(device)
+        self.layout = layout = memory_format(cfg.model.backbone, cfg.compute.channels_last)
+        model = build_model(cfg.model, len(data.view.class_names), channels, height).to(device)
+        self.model = convert_batchnorm(model, world).to(memory_format=layout)
         self.objective = Objective(cfg, self.model.feature_dim, data.train_counts).to(device)
         scales = [p for name, p in self.model.named_parameters() if name.endswith("class_scales")]
         decayed = [p for p in self.model.parameters() if all(p is not s for s in scales)] + self.objective.module_parameters()
         self.optimizer = build_optimizer(cfg.optim, decayed, self.objective.weight_parameters() + scales)
-        self.source = BatchStream(data.source_train, cfg.data.batch_size, data.source_stats, cfg.seed * 2 + 1, cfg.data.augment, device)
-        self.target = BatchStream(data.target_adapt, cfg.data.batch_size, data.target_stats, cfg.seed * 2 + 2, False, device)
-        self.steps = cfg.optim.steps_per_epoch or max(1, len(self.source) // self.source.batch_size)
+        precision = functools.partial(autocast, device, cfg.compute.precision)
+        self.step = world.parallel(TrainingStep(self.model, self.objective, world, forward_of(self.model, cfg.compute.compile), precision))
+        shard, batch = (world.rank, world.size), cfg.data.batch_size
+        self.source = BatchStream(data.source_train, batch, data.source_stats, cfg.seed * 2 + 1, cfg.data.augment, device, shard, layout)
+        self.target = BatchStream(data.target_adapt, batch, data.target_stats, cfg.seed * 2 + 2, False, device, shard, layout)
+        self.steps = cfg.optim.steps_per_epoch or max(1, len(self.source) // self.source.global_batch)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": None, "score": -math.inf, "stale": 0}
         self.next_epoch = 0
@@ -227,49 +242,28 @@ class Trainer:
                 yield record
 
     def _train_steps(self, epoch: int, knobs: StepKnobs) -> dict[str, Any]:
-        model, objective, optimizer, cfg = self.model, self.objective, self.optimizer, self.cfg
-        draw_target = knobs.aligning and objective.uses_target
-        model.train()
-        objective.train()
-        sums: dict[str, float] = defaultdict(float)
-        maxima: dict[str, float] = defaultdict(lambda: -math.inf)
-        per_step: list[dict[str, float]] = []
+        """``steps`` optimiser steps; nothing in the loop reads a value back from the device (see :mod:`galaxy_da.step_log`)."""
+        optimizer, cfg = self.optimizer, self.cfg
+        draw_target = knobs.aligning and self.objective.uses_target
+        self.step.train()
+        log = StepLog(self.steps, self.device)
+        sources = self.source.epoch(self.steps)
+        targets = self.target.epoch(self.steps) if draw_target else None
         started = time.perf_counter()
         for step in range(self.steps):
-            source_images, source_labels = self.source.next()
-            images = source_images
-            if draw_target:
-                target_images, _ = self.target.next()
-                images = torch.cat([source_images, target_images])
-            with autocast(self.device):
-                logits, features = model(images)
-            n_source = source_images.shape[0]
-            parts = objective(
-                logits[:n_source], source_labels, features[:n_source],
-                logits[n_source:] if draw_target else None,
-                features[n_source:] if draw_target else None,
-                knobs,
-            )
-            _check_finite(parts, step, epoch)
+            source_images, source_labels = next(sources)
+            parts = self.step(source_images, source_labels, next(targets)[0] if targets else None, knobs)
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
             optimizer.step()
-            objective.after_step()
-            for name, value in parts.items():
-                sums[f"train/loss_{name}" if name != "total" else "train/loss"] += value.item()
-            diagnostics = objective.diagnostics()
-            per_step.append(diagnostics)
-            for name, value in diagnostics.items():
-                sums[name] += value
-                maxima[f"{name}_max"] = max(maxima[f"{name}_max"], value)
+            self.objective.after_step()
+            log.record(step, parts, self.objective.diagnostics())
+        record = log.read(epoch, self.world)  # the epoch's one wait for the device
         elapsed = time.perf_counter() - started
-        record: dict[str, Any] = {"train/step_s": elapsed, "train/images_per_s": self.steps * images.shape[0] / elapsed}
-        record.update({k: v / self.steps for k, v in sums.items()})
-        record.update(maxima)
-        record["steps"] = per_step  # per-step diagnostics (solver convergence...), logged with the global step
-        return record
+        images = self.steps * self.source.global_batch * (2 if draw_target else 1)
+        return {"train/step_s": elapsed, "train/images_per_s": images / elapsed, **record}
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, rule_key = self.cfg, f"select/{self.cfg.selection.rule}"
@@ -283,8 +277,9 @@ class Trainer:
             "schedule/aligning": float(knobs.aligning),
         })
         improved = False
-        if is_scored_epoch(cfg, epoch):
-            record.update(evaluate_epoch(cfg, self.model, self.data, self.device))
+        if is_scored_epoch(cfg, epoch):  # the lead worker evaluates; every worker takes its score
+            scores = evaluate_epoch(cfg, self.model, self.data, self.device, self.layout) if self.world.lead else None
+            record.update(self.world.share(scores))
             improved = record[rule_key] > self.best["score"]
             stale = 0 if improved else self.best["stale"] + 1
             self.best = {"epoch": epoch, "score": record[rule_key], "stale": 0} if improved else {**self.best, "stale": stale}
@@ -292,9 +287,10 @@ class Trainer:
         record["best/epoch"], record["best/score"] = self.best["epoch"], self.best["score"]
         self.history.append(record)
         self.next_epoch = epoch + 1
-        if improved:
-            save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / BEST)
-        save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / LAST)
+        if self.world.lead:
+            if improved:
+                save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / BEST)
+            save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / LAST)
         return record
 
 

@@ -51,7 +51,13 @@ def format_record(record: dict[str, Any], rule: str) -> str:
 
 
 class TrackedTrial:
-    """Train epoch by epoch, log each epoch, and close the MLflow run with the right state."""
+    """Train epoch by epoch, log each epoch, and close the MLflow run with the right state.
+
+    ``trainer`` replaces the in-process :class:`~galaxy_da.train.Trainer` by
+    anything with its surface (``epochs()``, ``history``, ``finished``,
+    ``next_epoch``, ``result()``, ``checkpoint_dir``): the sweep's multi-worker
+    trainer (:mod:`galaxy_da.sweep.ddp`).
+    """
 
     def __init__(
         self,
@@ -63,9 +69,10 @@ class TrackedTrial:
         parent_run_id: Optional[str] = None,
         run_id: Optional[str] = None,
         extra_tags: Optional[dict[str, str]] = None,
+        trainer: Any = None,
     ) -> None:
         self.cfg = cfg
-        self.trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume)
+        self.trainer = trainer or Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume)
         self.tracker = None
         if track:
             from galaxy_da.tracking import RunTracker

@@ -14,6 +14,10 @@ def test_defaults_validate_and_round_trip(tmp_path):
     assert load_config(path).hash() == cfg.hash()
 
 
+def test_the_number_of_workers_is_part_of_the_trial():
+    assert load_config(None, ["resources.workers_per_trial=2"]).hash() != load_config().hash()
+
+
 def test_dotted_overrides_apply_on_top_of_file(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("model:\n  backbone: cnn\nalign:\n  topk: 3\n")
@@ -35,6 +39,9 @@ def test_dotted_overrides_apply_on_top_of_file(tmp_path):
         ("selection.rule=oracle", "selection.rule: 'oracle' reads target test labels"),
         ("optim.warmup_epochs=30", "optim: warmup_epochs (30) must be < epochs (20)"),
         ("nosuch.key=1", "nosuch: not a config section"),
+        ("resources.workers_per_trial=0", "resources.workers_per_trial: must be >= 1, got 0"),
+        ("compute.precision=fp16", "compute.precision"),
+        ("compute.compile=yes", "compute.compile"),
     ],
 )
 def test_bad_values_name_the_dotted_key(override, message):

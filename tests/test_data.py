@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from galaxy_da.data.loader import BatchStream, ChannelStats, dihedral, to_float
+from galaxy_da.data.loader import BatchStream, ChannelStats, dihedral, dihedral_tables, to_float
 from galaxy_da.data.reader import DatasetError, LabelGuardError, ShardDataset
 from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.writer import DatasetWriter
@@ -147,15 +147,17 @@ def test_normalisation_and_dihedral_augmentation():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 3, 7, 7), dtype=np.uint8)
     stats = ChannelStats.of(images)
-    normed = to_float(torch.from_numpy(images), stats)
+    normed = to_float(torch.from_numpy(images), stats.affine())
     assert torch.allclose(normed.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(normed.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
+    layout = to_float(torch.from_numpy(images), stats.affine(), torch.channels_last)
+    assert layout.is_contiguous(memory_format=torch.channels_last) and torch.equal(layout, normed)
     batch = torch.from_numpy(images)
-    augmented = dihedral(batch, torch.Generator().manual_seed(0))
-    orbit = lambda x: [torch.rot90(x, k, (-2, -1)) for k in range(4)] + [torch.rot90(x.flip(-1), k, (-2, -1)) for k in range(4)]
-    for original, transformed in zip(batch, augmented):
-        assert any(torch.equal(transformed, candidate) for candidate in orbit(original))
-    assert not torch.equal(augmented, batch)
+    elements = torch.arange(64) % 8
+    augmented = dihedral(batch, elements, dihedral_tables(7))
+    for original, transformed, element in zip(batch, augmented, elements.tolist()):  # element e: flip if e >= 4, then rot90^(e mod 4)
+        expected = torch.rot90(original.flip(-1) if element >= 4 else original, element % 4, (-2, -1))
+        assert torch.equal(transformed, expected)
 
 
 def test_batch_stream_is_seeded_and_resumable(toy_dataset):
@@ -163,12 +165,22 @@ def test_batch_stream_is_seeded_and_resumable(toy_dataset):
     stats = ChannelStats.of(source.images)
     first = BatchStream(source, 16, stats, seed=5, augment=True)
     second = BatchStream(source, 16, stats, seed=5, augment=True)
-    for _ in range(7):  # crosses an epoch boundary
-        (xa, ya), (xb, yb) = first.next(), second.next()
+    for (xa, ya), (xb, yb) in zip(first.epoch(7), second.epoch(7)):  # crosses a pass over the split
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     state = first.state_dict()
-    expected = first.next()
+    expected = next(first.epoch(1))
     resumed = BatchStream(source, 16, stats, seed=99, augment=True)
     resumed.load_state_dict(state)
-    got = resumed.next()
+    got = next(resumed.epoch(1))
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_sharded_streams_cut_the_one_worker_batch_into_equal_slices(toy_dataset):
+    """W workers with batch b see exactly the samples and augmentations of one worker with batch W b."""
+    source = ShardDataset(str(toy_dataset)).training_view().source("train")
+    stats = ChannelStats.of(source.images)
+    whole = list(BatchStream(source, 16, stats, seed=3, augment=True).epoch(5))
+    slices = [list(BatchStream(source, 8, stats, seed=3, augment=True, shard=(rank, 2)).epoch(5)) for rank in (0, 1)]
+    for step, (images, labels) in enumerate(whole):
+        assert torch.equal(torch.cat([slices[0][step][0], slices[1][step][0]]), images)
+        assert torch.equal(torch.cat([slices[0][step][1], slices[1][step][1]]), labels)

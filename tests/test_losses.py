@@ -254,7 +254,7 @@ def test_topk_ot_total_is_the_configured_weighted_sum():
     weights = dict(cost_weight=0.3, match_weight=0.6, topk_weight=0.1)
     module = TopKOTLoss(AlignConfig(normalize_features=False, topk=3, ot=TopKOTConfig(**weights)), DIM)
     total = module(source, target, blur=0.5, grl_strength=0.0).item()
-    d = module.diagnostics
+    d = {key: float(value) for key, value in module.diagnostics.items()}  # detached device tensors, read once per epoch by the trainer
     assert total == pytest.approx(0.3 * d["ot_cost"] + 0.6 * d["match_mse"] + 0.1 * d["topk"], rel=1e-6)
     default = TopKOTLoss(AlignConfig(normalize_features=False, topk=3), DIM)(source, target, blur=0.5, grl_strength=0.0)
     assert default.item() != pytest.approx(total, rel=1e-3)

@@ -56,7 +56,7 @@ def test_real_sweeps_tune_real_trials_not_the_smoke_configuration(path):
 def test_every_sweep_documents_the_shared_flags(path):
     out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    for flag in ("--smoke-test", "--resume", "--tracking-uri", "--num-samples", "--data", "--max-concurrent", "--storage-path"):
+    for flag in ("--smoke-test", "--resume", "--tracking-uri", "--num-samples", "--data", "--max-concurrent", "--storage-path", "--use-gpu", "--no-use-gpu", "--autoscaler-config"):
         assert flag in out.stdout
 
 

@@ -13,7 +13,8 @@ from galaxy_da.checkpoint import LAST, load_checkpoint
 from galaxy_da.config import load_config
 from galaxy_da.losses.alignment import ALIGNMENT_METHODS, NoAlignment
 from galaxy_da.optim import LR_SCHEDULES
-from galaxy_da.train import NonFiniteLossError, train
+from galaxy_da.step_log import NonFiniteLossError
+from galaxy_da.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["source_only", "dann", "laplacian_fixed", "laplacian_trainable", "laplacian_trainable_blur"]
@@ -73,6 +74,24 @@ def test_non_finite_loss_names_step_and_component(toy_dataset, tmp_path, monkeyp
     cfg.align.__dict__["method"] = "poisoned"  # bypass validation: the name is test-only
     with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 0: loss component 'align' is nan"):
         train(cfg, checkpoint_dir=tmp_path)
+
+
+def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tmp_path, monkeypatch):
+    """The check reads the epoch's per-step values once, at its end, and still names the first bad step."""
+
+    class LateNaN(NoAlignment):
+        calls = 0
+
+        def forward(self, source, target, *, blur, grl_strength):
+            LateNaN.calls += 1
+            return source.sum() * (float("nan") if LateNaN.calls == 3 else 0.0)
+
+    monkeypatch.setitem(ALIGNMENT_METHODS, "late_nan", LateNaN)
+    cfg = tiny(toy_dataset, "optim.warmup_epochs=0", "optim.steps_per_epoch=4", "optim.grad_clip=null")
+    cfg.align.__dict__["method"] = "late_nan"  # bypass validation: the name is test-only
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 2: loss component 'align' is nan"):
+        train(cfg, checkpoint_dir=tmp_path)
+    assert not (tmp_path / LAST).exists()  # the poisoned epoch is never checkpointed
 
 
 def test_target_labels_never_reach_training(toy_dataset, tmp_path):
@@ -171,9 +190,9 @@ def test_an_epoch_is_scored_on_the_splits_its_rule_reads_only(rule, reads, toy_d
     predicted = []
     real_predict = train_module.predict
 
-    def counting_predict(model, data, stats, batch_size, device):
+    def counting_predict(model, data, stats, **options):
         predicted.append(len(data))
-        return real_predict(model, data, stats, batch_size, device)
+        return real_predict(model, data, stats, **options)
 
     monkeypatch.setattr(train_module, "predict", counting_predict)
     cfg = tiny(toy_dataset, f"selection.rule={rule}", "optim.warmup_epochs=0", "optim.epochs=1", "align.method=energy")

@@ -71,13 +71,15 @@ def test_grid_needs_the_random_searcher():
 
 
 def test_resources_follow_the_backbone():
-    from galaxy_da.sweep.settings import SweepSettings, resources_for
+    from galaxy_da.sweep.settings import DRIVER_CPU, SweepSettings, resources_for
 
     settings = SweepSettings(name="x", space={}, cpus_per_trial=2)
     cnn, resnet = TrialConfig(), load_config(None, {"model.backbone": "resnet18"})
     assert resources_for(cnn, settings, has_gpu=True) == {"cpu": 2, "gpu": 0.25}
     assert resources_for(resnet, settings, has_gpu=True) == {"cpu": 2, "gpu": 1.0}
     assert resources_for(resnet, settings, has_gpu=False) == {"cpu": 2}
+    two_workers = load_config(None, {"resources.workers_per_trial": 2})
+    assert resources_for(two_workers, settings, has_gpu=True) == {"cpu": DRIVER_CPU}  # its Ray Train workers ask for theirs
 
 
 def test_a_sweep_joins_a_running_cluster_only_when_asked(monkeypatch):

@@ -70,7 +70,7 @@ class DANNLoss(nn.Module):
         self.normalize_features = cfg.normalize_features
         shape = cfg.adversarial
         self.discriminator = DomainDiscriminator(feature_dim, shape.projection, shape.hidden, shape.dropout)
-        self.diagnostics: dict[str, float] = {}
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
@@ -82,5 +82,5 @@ class DANNLoss(nn.Module):
             + F.binary_cross_entropy_with_logits(target_logits, torch.zeros_like(target_logits))
         )
         accuracy = 0.5 * ((source_logits > 0).float().mean() + (target_logits <= 0).float().mean())
-        self.diagnostics = {"domain_acc": float(accuracy)}
+        self.diagnostics = {"domain_acc": accuracy.detach()}
         return loss

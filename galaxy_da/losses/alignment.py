@@ -3,15 +3,18 @@ r"""Feature-alignment losses between a source batch and a target batch.
 Every entry of :data:`ALIGNMENT_METHODS` is an ``nn.Module`` built as
 ``cls(cfg: AlignConfig, feature_dim)`` and called as
 ``loss(source, target, blur=..., grl_strength=...)`` with ``source`` (n, d) and
-``target`` (m, d) features, returning a scalar; its ``diagnostics`` dict is
-refreshed at each call. When ``cfg.normalize_features`` the features are
+``target`` (m, d) features, returning a scalar; its ``diagnostics`` dict of
+detached scalar tensors is refreshed at each call (the trainer reads them once
+per epoch, so no loss makes the host wait for the device inside a step). When ``cfg.normalize_features`` the features are
 L2-normalised first (as in the reference), so squared distances lie in [0, 4].
 
 GeomLoss caveats handled or documented here: a kernel blur far below the feature
 scale gives exactly zero gradient (keep features normalised or tie the blur to
 their scale); a batch collapsed to one point crashed GeomLoss's Sinkhorn (its
 epsilon schedule starts at the data diameter, 0), so the diameter passed is at
-least ``blur``.
+least ``blur``. GeomLoss needs that diameter as a Python number: on normalised
+features it is the unit sphere's, 2, known without looking at the data; only
+Sinkhorn on raw features measures it, one device-to-host read per step.
 
 The config imports this module to validate ``align.method``: keep it light.
 """
@@ -37,7 +40,7 @@ class NoAlignment(nn.Module):
 
     def __init__(self, cfg: AlignConfig, feature_dim: int) -> None:
         super().__init__()
-        self.diagnostics: dict[str, float] = {}
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
         return source.new_zeros(())
@@ -47,26 +50,33 @@ class GeomLossAlignment(nn.Module):
     """A GeomLoss ``SamplesLoss`` (uniform weights, ``backend="tensorized"``) at the given ``blur``.
 
     Subclasses name the loss in ``geomloss_name``; ``grl_strength`` is unused.
+    The blur is the epoch's ``schedule/blur``, logged once per epoch.
     """
 
     geomloss_name: str
     scaling = 0.9  # Sinkhorn epsilon-scaling ratio; coarser ratios gave negative divergences
+    uses_diameter = False  # only Sinkhorn's epsilon schedule reads the data diameter
 
     def __init__(self, cfg: AlignConfig, feature_dim: int) -> None:
         super().__init__()
         self.normalize_features = cfg.normalize_features
-        self.diagnostics: dict[str, float] = {}
+        self.diagnostics: dict[str, torch.Tensor] = {}
+
+    def diameter(self, source: torch.Tensor, target: torch.Tensor, blur: float) -> float | None:
+        """An upper bound of the data diameter, at least ``blur``; None for the kernel losses."""
+        if not self.uses_diameter:
+            return None
+        if self.normalize_features:
+            return max(2.0, blur)  # the unit sphere's diameter: no read from the device
+        points = torch.cat([source, target]).detach()
+        return max(float((points.max(0).values - points.min(0).values).norm()), blur)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
-        points = torch.cat([source, target]).detach()
-        diameter = max(float((points.max(0).values - points.min(0).values).norm()), blur)
         divergence = SamplesLoss(
-            self.geomloss_name, p=2, blur=blur, scaling=self.scaling, diameter=diameter, backend="tensorized"
+            self.geomloss_name, p=2, blur=blur, scaling=self.scaling, diameter=self.diameter(source, target, blur), backend="tensorized"
         )
-        loss = divergence(source, target)
-        self.diagnostics = {"blur": float(blur)}
-        return loss
+        return divergence(source, target)
 
 
 class SinkhornAlignment(GeomLossAlignment):
@@ -80,6 +90,7 @@ class SinkhornAlignment(GeomLossAlignment):
     """
 
     geomloss_name = "sinkhorn"
+    uses_diameter = True
 
 
 class EnergyAlignment(GeomLossAlignment):

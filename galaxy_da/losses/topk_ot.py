@@ -1,7 +1,8 @@
 r"""OT top-k soft matching: entropic optimal transport between the two batches.
 
 The reference's ``OTAlignmentLoss`` done right: the plan comes from a converged
-log-domain Sinkhorn (POT's ``sinkhorn_log``) instead of a fixed number of
+log-domain Sinkhorn (:mod:`galaxy_da.losses.sinkhorn`, whose convergence check
+never makes the host wait for the device) instead of a fixed number of
 linear-domain iterations, the entropic scale can follow the data, the three
 component weights come from the config, and the gradients are those of the
 problem being solved (see :func:`topk_ot_loss`): the earlier version
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galaxy_da.losses.features import prepare_features
+from galaxy_da.losses.sinkhorn import entropic_plan, marginal_error
 
 if TYPE_CHECKING:
     from galaxy_da.config import AlignConfig
@@ -35,43 +37,6 @@ def squared_distances(source: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     r""":math:`C_{ij} = \lVert x_i - y_j\rVert^2`. Shapes (n, d), (m, d) -> (n, m), clamped at 0."""
     cross = source @ target.T
     return (source.pow(2).sum(1)[:, None] + target.pow(2).sum(1)[None, :] - 2.0 * cross).clamp_min(0.0)
-
-
-def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
-    r"""The converged entropic OT plan between uniform marginals (no graph: a constant).
-
-    Solves :math:`\min_{P \in U(a, b)} \langle P, C\rangle - \varepsilon H(P)` with
-    :math:`a = 1/n`, :math:`b = 1/m`, by POT's log-domain Sinkhorn (it stops when
-    :math:`\lVert P^\top 1 - b\rVert_2 <` ``tol``, or after ``max_iter``
-    iterations), then one more row half-step
-
-    .. math:: P_{ij} = a_i\,\mathrm{softmax}_j\big(\log v_j - C_{ij}/\varepsilon\big),
-
-    whose rows sum to :math:`a` exactly; the column error is the solver's. Every
-    step is a softmax or logsumexp, so the plan is finite for any
-    :math:`\varepsilon > 0`. The plan carries no graph: losses use it as a fixed
-    weight (see :func:`topk_ot_loss` for why that gives the right gradients).
-
-    Shapes: ``cost`` (n, m), ``epsilon`` scalar -> (plan (n, m), iterations run).
-    """
-    import ot  # POT takes ~3 s to import; keep it out of config validation
-
-    n, m = cost.shape
-    with torch.no_grad():
-        cost = cost.detach()
-        a = cost.new_full((n,), 1.0 / n)
-        b = cost.new_full((m,), 1.0 / m)
-        _, log = ot.sinkhorn(a, b, cost, float(epsilon), method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True, warn=False)
-        plan = F.softmax(log["log_v"][None, :] - cost / epsilon, dim=1) / n
-    return plan, int(log["niter"])
-
-
-def marginal_error(plan: torch.Tensor) -> float:
-    """Largest relative deviation of the plan's row and column sums from uniform."""
-    n, m = plan.shape
-    rows = (plan.sum(1) * n - 1.0).abs().max()
-    cols = (plan.sum(0) * m - 1.0).abs().max()
-    return float(torch.maximum(rows, cols))
 
 
 def topk_ot_loss(
@@ -122,7 +87,8 @@ def topk_ot_loss(
 
     Shapes: ``source`` (n, d), ``target`` (m, d) -> (scalar loss, diagnostics) with
     diagnostics ``ot_cost``, ``match_mse``, ``topk``, ``marginal_error``,
-    ``epsilon`` and ``iterations``.
+    ``epsilon`` and ``iterations``, each a detached scalar tensor on the input's
+    device (read by the trainer once per epoch, never per step).
     """
     x, y = source.double(), target.double()
     cost = squared_distances(x, y)
@@ -133,12 +99,12 @@ def topk_ot_loss(
     topk = cost.min(dim=1).values.topk(min(k, len(x))).values.mean()
     loss = cost_weight * ot_cost + match_weight * match_mse + topk_weight * topk
     diagnostics = {
-        "ot_cost": ot_cost.item(),
-        "match_mse": match_mse.item(),
-        "topk": topk.item(),
-        "marginal_error": marginal_error(plan.detach()),
-        "epsilon": float(eps),
-        "iterations": float(iterations),
+        "ot_cost": ot_cost.detach(),
+        "match_mse": match_mse.detach(),
+        "topk": topk.detach(),
+        "marginal_error": marginal_error(plan),
+        "epsilon": eps.detach(),
+        "iterations": iterations,
     }
     return loss.to(source.dtype), diagnostics
 
@@ -165,7 +131,7 @@ class TopKOTLoss(nn.Module):
             match_weight=cfg.ot.match_weight,
             topk_weight=cfg.ot.topk_weight,
         )
-        self.diagnostics: dict[str, float] = {}
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)

@@ -44,6 +44,6 @@ class UncertaintyWeights(nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """:math:`\\eta_1 \\ge 10^{-3}` and :math:`\\eta_i \\ge 0.25\\,\\eta_1` for the others."""
+        """:math:`\\eta_1 \\ge 10^{-3}` and :math:`\\eta_i \\ge 0.25\\,\\eta_1` for the others (on the device: no host read)."""
         self.log_eta[0].clamp_(min=math.log(self.min_eta_cls))
-        self.log_eta[1:].clamp_(min=self.log_eta[0].item() + math.log(self.min_ratio_align))
+        self.log_eta[1:].clamp_(min=self.log_eta[0] + math.log(self.min_ratio_align))

@@ -10,7 +10,8 @@ A sweep script declares only its search space and trial budget and calls
 Flags: ``--config``, dotted overrides, ``--data``, ``--smoke-test`` (tiny data,
 generated when missing; 2 epochs; a few trials), ``--resume``, ``--tracking-uri``,
 ``--num-samples``, ``--max-concurrent``, ``--storage-path``, ``--name``,
-``--address``, ``--num-cpus``, ``--cpus-per-trial``, ``--searcher``, ``--seed``.
+``--address``, ``--num-cpus``, ``--cpus-per-trial``, ``--searcher``, ``--seed``,
+``--use-gpu``/``--no-use-gpu`` and ``--autoscaler-config`` (see :mod:`galaxy_da.sweep.gpus`).
 The same script runs locally, under ``ray submit`` (it joins the node's running
 cluster) and inside a SLURM job (``cluster/slurm.py``).
 """
@@ -60,6 +61,9 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the first epoch after warm-up; 0: never prune)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="trials ask for GPUs (default: when the cluster has GPU nodes or its autoscaler can add them)")
+    p.add_argument("--autoscaler-config", help="autoscaler YAML whose node types decide --use-gpu (default: ~/ray_bootstrap_config.yaml, where `ray up` puts it)")
     return p
 
 
@@ -102,6 +106,7 @@ def main(
         grace_period=cfg.optim.epochs if args.grace_period == 0 else args.grace_period,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
+        use_gpu=args.use_gpu, autoscaler_config=args.autoscaler_config,
     )
     try:
         result = run_sweep(cfg, settings, resume=args.resume)

@@ -13,7 +13,12 @@ from galaxy_da.config import TrialConfig
 from galaxy_da.sweep.space import Space
 
 
-# GPUs per trial when the cluster has GPUs; backbones not listed take one whole GPU.
+# CPU of a multi-worker trial's actor, which only drives its Ray Train run and logs to MLflow
+# (a Tune trial's placement group cannot be empty); the workers ask for their own resources.
+DRIVER_CPU = 0.01
+
+# GPUs per one-worker trial when the sweep uses GPUs; backbones not listed take one whole GPU.
+# Four small CNN trials share a GPU (they are bound by step overhead, not FLOPs).
 GPU_SHARE: dict[str, float] = {"cnn": 0.25, "resnet18": 1.0, "steerable": 1.0}
 
 
@@ -32,7 +37,8 @@ class SweepSettings:
     max_failures: int = 1
     cpus_per_trial: float = 1.0
     gpu_share: dict[str, float] = field(default_factory=lambda: dict(GPU_SHARE))
-    use_gpu: Optional[bool] = None  # None: when the Ray cluster has GPUs
+    use_gpu: Optional[bool] = None  # None: when the cluster has or can add GPU nodes (galaxy_da.sweep.gpus)
+    autoscaler_config: Optional[str] = None  # the autoscaler YAML to read node types from (None: ~/ray_bootstrap_config.yaml)
     storage_path: str = "ray_results"
     tracking_uri: Optional[str] = None  # None: the base config's, else the default store
     optuna_storage: Optional[str] = None  # e.g. sqlite:///ray_results/optuna.db, for a persistent study
@@ -62,7 +68,15 @@ class SweepResult:
 
 
 def resources_for(cfg: TrialConfig, settings: SweepSettings, has_gpu: bool) -> dict[str, float]:
-    """Ray resources of one trial: a backbone's GPU share, or CPUs only."""
+    """Ray resources of a trial's actor.
+
+    One worker: ``cpus_per_trial`` CPUs and, with GPUs, the backbone's share
+    (:data:`GPU_SHARE`). W > 1 workers (``resources.workers_per_trial``): the actor
+    only drives the Ray Train run (:data:`DRIVER_CPU`); each worker asks for
+    ``cpus_per_trial`` CPUs and one whole GPU (NCCL needs a device per rank).
+    """
+    if cfg.resources.workers_per_trial > 1:
+        return {"cpu": DRIVER_CPU}
     resources = {"cpu": settings.cpus_per_trial}
     if has_gpu:
         resources["gpu"] = settings.gpu_share.get(cfg.model.backbone, 1.0)

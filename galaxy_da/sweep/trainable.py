@@ -8,6 +8,10 @@ train``. A Tune step trains until the next *scored* epoch
 Tune sees carries the label-free score and ``epochs_done``; Tune checkpoints
 the trial folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) after each.
 Data reaches trials as a shard path or URI, never through the object store.
+A trial with ``resources.workers_per_trial > 1`` drives W Ray Train workers
+instead of training in its actor (:mod:`galaxy_da.sweep.ddp`); either way it
+tags its run with where it ran: ``node_id``, ``node_ip`` and the ``gpu_ids``
+Ray gave it (per worker, in rank order, for W > 1).
 
 The trial closes its own MLflow run, synchronously, in the actor:
 
@@ -68,17 +72,26 @@ def delete_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, tr
         client.delete_run(run.info.run_id)
 
 
+def placement_tags() -> dict[str, str]:
+    """Where this one-worker trial runs, as MLflow run tags: node and the GPU ids Ray gave it (``[]``: none)."""
+    import ray
+
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": json.dumps([str(i) for i in ray.get_gpu_ids()]), "workers": "1"}
+
+
 class SweepTrial(tune.Trainable):
     """One sweep trial; Tune passes ``base``, ``space``, ``parent_run_id``, ... through ``tune.with_parameters``."""
 
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], space: Space, parent_run_id: str,
-              tracking_uri: str, experiment_path: str, threads: int) -> None:
+              tracking_uri: str, experiment_path: str, threads: float, use_gpu: bool) -> None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, int(threads)))
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the trial's tracker logs through the sweep's server
         self.base, self.space = base, space
         self.parent_run_id, self.tracking_uri, self.experiment_path = parent_run_id, tracking_uri, experiment_path
+        self.threads, self.use_gpu = threads, use_gpu
         self._prepare(config)
 
     def _prepare(self, config: dict[str, Any]) -> None:
@@ -90,19 +103,27 @@ class SweepTrial(tune.Trainable):
         self.stored_run_id: Optional[str] = None  # set when Tune restores a checkpoint
         self.trial = None
         self.epochs = None
+        self.workers = None  # the Ray Train workers of a multi-worker trial
 
     def _start(self) -> None:
-        from galaxy_da.trial import TrackedTrial
-
         from galaxy_da.tracking import RunTracker
-        from galaxy_da.trial import close_failed_run
+        from galaxy_da.trial import TrackedTrial, close_failed_run
 
         if self.stored_run_id is None:
             delete_stale_runs(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
         tags = {TRIAL_TAG: self.owner, **node_tags("", ray.util.get_node_ip_address()), **self.varied}
+        resume = self.stored_run_id is not None
         try:
-            self.trial = TrackedTrial(self.cfg, checkpoint_dir=self.work, resume=self.stored_run_id is not None,
-                                      parent_run_id=self.parent_run_id, run_id=self.stored_run_id, extra_tags=tags)
+            if self.cfg.resources.workers_per_trial > 1:
+                from galaxy_da.sweep.ddp import DistributedTrainer
+
+                self.workers = DistributedTrainer(
+                    self.cfg, checkpoint_dir=self.work, resume=resume, use_gpu=self.use_gpu, cpus_per_worker=self.threads,
+                    storage_path=f"{self.experiment_path}/ddp", name=self.owner,
+                )
+            tags.update(self.workers.tags() if self.workers else placement_tags())
+            self.trial = TrackedTrial(self.cfg, checkpoint_dir=self.work, resume=resume, parent_run_id=self.parent_run_id,
+                                      run_id=self.stored_run_id, extra_tags=tags, trainer=self.workers)
         except Exception as error:  # e.g. unreadable data: the sweep's leaderboard still shows the trial, FAILED
             tracker = RunTracker(self.cfg, parent_run_id=self.parent_run_id, run_id=self.stored_run_id, extra_tags=tags)
             close_failed_run(tracker, error)
@@ -125,6 +146,7 @@ class SweepTrial(tune.Trainable):
             metrics = tune_metrics(record)
             if self.trial.trainer.finished:
                 self.trial.finish()
+                self._release_workers()
                 metrics[tune.result.DONE] = True
             return metrics
         except BaseException as error:
@@ -143,6 +165,11 @@ class SweepTrial(tune.Trainable):
                 shutil.copy2(Path(checkpoint_dir) / name, self.work / name)
         self.stored_run_id = json.loads((self.work / RUN_ID_FILE).read_text())["run_id"]
 
+    def _release_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+
     def _close(self) -> None:
         """Stopped before the end: FINISHED with ``stopped_by`` if a scheduler stopped it, else KILLED."""
         if self.trial is not None and not self.trial.closed:
@@ -151,6 +178,7 @@ class SweepTrial(tune.Trainable):
                 self.trial.finish(stopped_by=stopped_by)
             else:
                 self.trial.interrupt()
+        self._release_workers()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def cleanup(self) -> None:

@@ -13,6 +13,10 @@ The launch layer: it imports Ray, and nothing in the core imports it.
   with its first rung after warm-up.
 - Resources per trial by backbone (:data:`~galaxy_da.sweep.settings.GPU_SHARE`): a quarter GPU for the
   small CNN, whole GPUs for ResNet-18 and steerable nets; CPUs otherwise.
+  Whether to ask for GPUs follows the node types the autoscaler can add
+  (:mod:`galaxy_da.sweep.gpus`), so a cluster whose GPU workers start at zero
+  scales them up. A trial with ``resources.workers_per_trial > 1`` trains on
+  that many Ray Train workers (:mod:`galaxy_da.sweep.ddp`).
 - MLflow: one parent run per sweep (search space, settings, leaderboard,
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
@@ -36,6 +40,7 @@ from ray import tune
 from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.gpus import decide_use_gpu
 from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
@@ -58,7 +63,7 @@ def _optuna(settings: SweepSettings):
 def _variants(settings: SweepSettings):
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=settings.seed)
+    return BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.max_concurrent)  # Tune ignores max_concurrent_trials for it
 
 
 SEARCHERS: dict[str, Callable[[SweepSettings], Any]] = {"optuna": _optuna, "random": _variants}
@@ -144,12 +149,11 @@ def _complete(grid, settings: SweepSettings) -> bool:
     return grid.num_terminated + grid.num_errors >= expected_trials(settings)
 
 
-def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool) -> tune.Tuner:
+def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool, has_gpu: bool) -> tune.Tuner:
     base = prepare_base(cfg)
-    has_gpu = settings.use_gpu if settings.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     trainable = tune.with_parameters(
         SweepTrial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-        experiment_path=settings.experiment_path, threads=int(settings.cpus_per_trial),
+        experiment_path=settings.experiment_path, threads=settings.cpus_per_trial, use_gpu=has_gpu,
     )
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
@@ -210,7 +214,9 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
             client = MlflowClient(tracking_uri)
             parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
             try:
-                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+                has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
+                client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
+                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu).fit()
                 close_orphaned_runs(client, grid)
                 complete = _complete(grid, settings)
                 rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
