@@ -48,7 +48,7 @@ class DataConfig(_Section):
     eval_batch_size: int = Field(256, ge=1)
     normalization: Literal["per_domain", "shared", "none"] = "per_domain"
     augment: bool = True  # 8-fold dihedral augmentation of source training images
-    verify_hashes: bool = False
+    verify_hashes: bool = True  # check each shard's sha256 against the manifest as it is read
     max_source: Optional[int] = Field(None, ge=1)  # subsample for smoke runs
     max_target: Optional[int] = Field(None, ge=1)
 

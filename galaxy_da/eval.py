@@ -115,9 +115,12 @@ def load_run(run_id: str, tracking_uri: Optional[str] = None, checkpoint: str = 
     )
 
 
-def open_dataset_for(run: LoadedRun, data: Optional[str] = None) -> ShardDataset:
-    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on."""
-    dataset = ShardDataset(data or run.data_path)
+def open_dataset_for(run: LoadedRun, data: Optional[str] = None, check_hashes: bool = True) -> ShardDataset:
+    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on.
+
+    Every shard read is checked against the manifest's sha256 unless ``check_hashes`` is False.
+    """
+    dataset = ShardDataset(data or run.data_path, check_hashes=check_hashes)
     if dataset.manifest_hash != run.manifest_hash:
         logger.warning(
             "dataset %s has manifest sha256 %s, but run %s was trained on manifest sha256 %s; "
@@ -341,7 +344,8 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) 
 
 
 def evaluate_run(
-    run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True
+    run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True,
+    check_hashes: bool = True,
 ) -> dict[str, float]:
     """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
 
@@ -349,7 +353,7 @@ def evaluate_run(
     ``LookupError`` for an unknown run or a run without that checkpoint.
     """
     run = load_run(run_id, tracking_uri, checkpoint)
-    dataset = open_dataset_for(run, data)
+    dataset = open_dataset_for(run, data, check_hashes)
     evaluation = evaluate_loaded(run, dataset)
     summary = format_summary(evaluation)
     print(summary, flush=True)
@@ -368,12 +372,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: %(default)s")
     parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")
+    parser.add_argument("--no-verify-hashes", action="store_true", help="do not check each shard's sha256 against the manifest")
 
 
 def run(args: argparse.Namespace) -> int:
     """``galaxy-da eval`` / ``python -m galaxy_da.eval``."""
     logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
-    metrics = evaluate_run(args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log)
+    metrics = evaluate_run(
+        args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log, check_hashes=not args.no_verify_hashes,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(json_ready(metrics), indent=1))

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +27,27 @@ from galaxy_da.config import TrialConfig, config_to_yaml
 
 DEFAULT_STORE = Path("mlflow")
 PARAM_VALUE_LIMIT = 6000
+SCORED_ON_TAG = "scored_on"  # what a trial's epoch scores were computed on (subsampled or full splits)
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else the project's sqlite store ``mlflow/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve() / 'mlflow.db'}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """A command that opens the MLflow UI on ``tracking_uri`` once a sweep's own server is gone.
+
+    ``make ui`` (from the repository root) for this checkout's store, else the
+    venv's ``mlflow ui`` on that store; a server URI is printed as it is.
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if tracking_uri == f"sqlite:///{checkout / DEFAULT_STORE / 'mlflow.db'}" and (checkout / "Makefile").is_file():
+        return "make ui"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return f"{mlflow if mlflow.exists() else 'mlflow'} ui --backend-store-uri {tracking_uri}"
 
 
 def artifact_root_for(tracking_uri: str) -> Optional[str]:

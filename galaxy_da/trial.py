@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from galaxy_da.config import TrialConfig
-from galaxy_da.train import TrainResult, train
+from galaxy_da.tracking import SCORED_ON_TAG, RunTracker
+from galaxy_da.train import TrainResult, TrialData, load_trial_data, train
 
 
 @dataclass
@@ -31,6 +32,19 @@ def format_record(record: dict[str, Any], rule: str) -> str:
     )
 
 
+def scored_on(data: TrialData) -> str:
+    """What the epoch scores are computed on, e.g. ``source val 160 of 300, target adapt 128 of 480``.
+
+    ``data.max_source`` / ``data.max_target`` subsample the splits, so a trial's
+    ``select/<rule>`` can differ from the same rule on the full splits (``galaxy-da eval``).
+    """
+    def sample(name: str, used: int, domain: str, split: str) -> str:
+        total = sum(data.dataset.counts(domain, split))
+        return f"{name} {used} of {total}" if used < total else f"{name} {total} (full split)"
+
+    return f"{sample('source val', len(data.source_val), 'source', 'val')}, {sample('target adapt', len(data.target_adapt), 'target', 'adapt')}"
+
+
 def run_trial(
     cfg: TrialConfig,
     *,
@@ -48,11 +62,9 @@ def run_trial(
     ``run_id`` re-attaches to an existing run (a resumed trial logs into the same run).
     ``extra_report`` is called after MLflow logging each epoch (Ray Tune's report).
     """
-    tracker = None
-    if track:
-        from galaxy_da.tracking import RunTracker
-
-        tracker = RunTracker(cfg, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
+    # A run of a sweep's trial exists already and is marked FAILED if its data fails to load; a new
+    # run is created only once the data has loaded, so a bad path or shard leaves no empty FAILED run.
+    tracker = RunTracker(cfg, run_id=run_id) if track and run_id is not None else None
 
     def report(record: dict[str, Any], ckpt: Path) -> None:
         if tracker is not None:
@@ -63,7 +75,12 @@ def run_trial(
             extra_report(record, ckpt)
 
     try:
-        result: TrainResult = train(cfg, report, checkpoint_dir=checkpoint_dir, resume=resume)
+        data = load_trial_data(cfg)
+        if track and tracker is None:
+            tracker = RunTracker(cfg, parent_run_id=parent_run_id, extra_tags=extra_tags)
+        if tracker is not None:
+            tracker.set_tags({SCORED_ON_TAG: scored_on(data)})
+        result: TrainResult = train(cfg, report, checkpoint_dir=checkpoint_dir, resume=resume, data=data)
     except BaseException:
         if tracker is not None:
             tracker.finish("FAILED")

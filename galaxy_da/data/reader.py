@@ -22,11 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from galaxy_da.data.errors import DatasetError
+from galaxy_da.data.integrity import read_shard
 from galaxy_da.data.schema import DOMAIN_SPLITS, MANIFEST_NAME, SCHEMA_VERSION
 
-
-class DatasetError(RuntimeError):
-    """A dataset that is missing, unfinished, or fails its integrity check."""
+__all__ = ["DatasetError", "ImageSet", "LabelGuardError", "ShardDataset"]
 
 
 class LabelGuardError(PermissionError):
@@ -67,10 +67,16 @@ def decode_images(column: pa.ChunkedArray | pa.Array, image_shape: tuple[int, ..
 
 
 class ShardDataset:
-    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``."""
+    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``.
 
-    def __init__(self, uri: str, verify: bool = False):
+    ``check_hashes``: every shard read is checked against the manifest's sha256
+    (the bytes already read are hashed; no second read). ``verify``: check every
+    shard now, as ``galaxy-da validate`` does.
+    """
+
+    def __init__(self, uri: str, verify: bool = False, check_hashes: bool = True):
         self.uri = str(uri)
+        self.check_hashes = check_hashes
         self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri) if "://" in self.uri else (
             pafs.LocalFileSystem(),
             self.uri,
@@ -123,30 +129,21 @@ class ShardDataset:
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest; name the first shard at fault."""
         for shard in self.manifest["shards"]:
-            try:
-                digest = hashlib.sha256(self._read_bytes(shard["path"])).hexdigest()
-            except (FileNotFoundError, OSError) as exc:
-                raise DatasetError(f"{self.uri}/{shard['path']}: cannot read shard ({exc})") from None
-            if digest != shard["sha256"]:
-                raise DatasetError(
-                    f"{self.uri}/{shard['path']}: sha256 {digest[:12]}… does not match the manifest's "
-                    f"{shard['sha256'][:12]}… (corrupted or modified shard)"
-                )
+            read_shard(self.filesystem, self.root, shard, self.uri)
 
     # ------------------------------------------------------------------ rows
-    def _shard_paths(self, domain: str) -> list[str]:
-        return [f"{self.root}/{s['path']}" for s in self.manifest["shards"] if s["domain"] == domain]
-
     def read_table(self, domain: str, columns: list[str] | None = None) -> pa.Table:
-        paths = self._shard_paths(domain)
-        if not paths:
+        """The rows of every shard of ``domain`` (each checked as it is read when ``check_hashes``)."""
+        shards = [s for s in self.manifest["shards"] if s["domain"] == domain]
+        if not shards:
             raise DatasetError(f"{self.uri}: no shards for domain {domain!r}")
         tables = []
-        for path in paths:
+        for shard in shards:
+            data = read_shard(self.filesystem, self.root, shard, self.uri, check=self.check_hashes)
             try:
-                tables.append(pq.read_table(path, filesystem=self.filesystem, columns=columns))
+                tables.append(pq.read_table(pa.BufferReader(data), columns=columns))
             except (OSError, pa.ArrowException) as exc:
-                raise DatasetError(f"{path}: unreadable shard ({exc})") from None
+                raise DatasetError(f"{self.uri}/{shard['path']}: unreadable shard ({exc})") from None
         return pa.concat_tables(tables)
 
     def _image_set(self, domain: str, split: str, with_labels: bool) -> ImageSet:

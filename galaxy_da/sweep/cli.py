@@ -8,7 +8,8 @@ A sweep script declares only its search space and trial budget and calls
         sys.exit(main("topk", SPACE, num_samples=12, description=__doc__))
 
 Flags: ``--config``, dotted overrides, ``--data``, ``--smoke-test`` (tiny data,
-generated when missing; 2 epochs; a few trials), ``--resume``, ``--tracking-uri``,
+generated when missing; 3 epochs; a few trials; running it again replaces the
+previous smoke sweep), ``--resume``, ``--tracking-uri``,
 ``--num-samples``, ``--max-concurrent``, ``--storage-path``, ``--name``,
 ``--address``, ``--num-cpus``, ``--cpus-per-trial``, ``--searcher``, ``--seed``.
 The same script runs locally, under ``ray submit`` (it joins the node's running
@@ -26,10 +27,14 @@ from galaxy_da.sweep.space import Space
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SMOKE_DATA = Path("data/smoke")
-# Tiny trials: 2 epochs of 4 steps on a few hundred 33 px galaxies (about 10 s each on one core).
+# Tiny trials that still learn, so a newcomer's first comparison separates them: 3 epochs of 8 steps
+# on a few hundred 33 px galaxies, about 3 s of training per trial. The learning rate is constant:
+# a cosine schedule over so few epochs spends the last one at min_lr, and every trial stayed a
+# majority-class predictor (a three-way tie).
 SMOKE_OVERRIDES: dict[str, Any] = {
     "model.width": 4, "data.batch_size": 16, "data.max_source": 160, "data.max_target": 128,
-    "optim.epochs": 2, "optim.warmup_epochs": 0, "optim.steps_per_epoch": 4, "tracking.experiment": "smoke-sweeps",
+    "optim.epochs": 3, "optim.warmup_epochs": 0, "optim.steps_per_epoch": 8, "optim.lr": 3e-3,
+    "optim.lr_schedule": "constant", "tracking.experiment": "smoke-sweeps",
 }
 SMOKE_SAMPLES = 3
 
@@ -39,7 +44,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
     p.add_argument("--config", type=Path, default=config, help="base trial YAML (default: %(default)s)")
     p.add_argument("--data", help="dataset path or URI (default: the config's data.path)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 2 epochs, a few trials")
+    p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 3 epochs, a few trials; replaces the previous smoke sweep")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
     p.add_argument("--num-samples", type=int, default=num_samples, help="trials (default: %(default)s)")
@@ -70,15 +75,24 @@ def main(
     smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Path = DEFAULT_CONFIG,
     prune: bool = True,
 ) -> int:
-    """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
-    from galaxy_da.config import load_config
-    from galaxy_da.sweep.leaderboard import to_markdown
-    from galaxy_da.sweep.settings import SweepSettings
-    from galaxy_da.sweep.tuner import run_sweep
+    """Parse the flags, run (or resume) the sweep, print the leaderboard and a JSON summary.
 
-    args = parser(description, num_samples, searcher, config).parse_args(argv)
-    if not prune:
-        args.grace_period = 0
+    Exit 0 when every trial ended, 130 when the sweep was interrupted, 2 (one
+    line on stderr, no traceback) for a user's error: a bad config or flag, a
+    missing or corrupted dataset, a sweep of that name that exists.
+    """
+    from galaxy_da.commands import guarded
+
+    cli = parser(description, num_samples, searcher, config)
+    args = cli.parse_args(argv)
+    return guarded(cli.prog, lambda: run(name, space, smoke_space, args, prune))
+
+
+def run(name: str, space: Space, smoke_space: Optional[Space], args: argparse.Namespace, prune: bool) -> int:
+    from galaxy_da.config import load_config
+    from galaxy_da.data.reader import ShardDataset
+    from galaxy_da.sweep.settings import SweepSettings
+
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
     if args.smoke_test and not args.data:
         overrides["data.path"] = str(smoke_data())
@@ -89,16 +103,20 @@ def main(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=args.grace_period or cfg.optim.epochs,  # a grace period of every epoch: no pruning
+        grace_period=(args.grace_period if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
-        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
+        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
     )
+    ShardDataset(cfg.data.path, verify=cfg.data.verify_hashes).manifest  # a missing or corrupted dataset fails here, before any run
+
+    from galaxy_da.sweep.state import discard_smoke_sweep
+    from galaxy_da.sweep.summary import print_summary
+    from galaxy_da.sweep.tuner import run_sweep
+
+    if settings.smoke and not args.resume:
+        replaced = discard_smoke_sweep(settings)
+        if replaced:
+            print(f"replacing the previous smoke sweep in {settings.experiment_path} (its MLflow parent run {replaced} stays)")
     result = run_sweep(cfg, settings, resume=args.resume)
-    print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
-    print(to_markdown(result.leaderboard, cfg.selection.rule))
-    print(json.dumps({
-        "sweep": settings.name, "parent_run_id": result.parent_run_id, "complete": result.complete,
-        "trials": len(result.leaderboard), "best": result.leaderboard[0] if result.leaderboard else None,
-        "tracking_uri": result.tracking_uri, "experiment_path": result.experiment_path,
-    }, default=str))
+    print_summary(result, settings, cfg)
     return 0 if result.complete else 130

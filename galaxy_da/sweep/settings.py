@@ -6,10 +6,21 @@ No Ray import: the sweep CLI builds settings and checks them before Ray starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
-from galaxy_da.config import TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.sweep.space import Space
+
+
+def resolve_storage(path: str) -> str:
+    """A URI as it is; a local path made absolute.
+
+    Done once, when the settings are made: Ray reads a relative path as a URI
+    with an empty scheme (``Tuner.can_restore('ray_results/x')`` raises), and
+    the state file, the tuner and every trial must name the same folder.
+    """
+    return path if "://" in path else str(Path(path).resolve())
 
 
 # GPUs per trial when the cluster has GPUs; backbones not listed take one whole GPU.
@@ -37,10 +48,22 @@ class SweepSettings:
     optuna_storage: Optional[str] = None  # e.g. sqlite:///ray_results/optuna.db, for a persistent study
     address: Optional[str] = None  # None: $RAY_ADDRESS, a live cluster on this node, else a fresh local one
     num_cpus: Optional[int] = None  # local Ray only
+    smoke: bool = False  # a smoke test: running it again replaces its previous run instead of refusing
+
+    def __post_init__(self) -> None:
+        self.storage_path = resolve_storage(self.storage_path)
+        for key in ("num_samples", "max_concurrent"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"sweep setting {key} (--{key.replace('_', '-')}): must be >= 1, got {getattr(self, key)}")
 
     @property
     def experiment_path(self) -> str:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    @property
+    def parent_run_name(self) -> str:
+        """The sweep's MLflow parent run is named after the sweep."""
+        return f"sweep-{self.name}"
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ray import tune
 from galaxy_da.config import TrialConfig
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.leaderboard import TRIAL_TAG, VARIED_TAG_PREFIX
+from galaxy_da.sweep.naming import trial_run_name
 from galaxy_da.sweep.space import Space
 from galaxy_da.tracking import RunTracker, ensure_experiment
 
@@ -68,6 +69,7 @@ def tune_trial(config: dict[str, Any], *, base: dict[str, Any], space: Space, pa
     torch.set_num_threads(max(1, threads))
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # run_trial's tracker logs through the sweep's server
     cfg = search_space.trial_config(base, space, config)
+    cfg.tracking.run_name = trial_run_name(space, config)
     context = tune.get_context()
     work = Path(context.get_trial_dir()) / "checkpoint"
     work.mkdir(parents=True, exist_ok=True)

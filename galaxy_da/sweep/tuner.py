@@ -147,7 +147,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path if "://" in settings.storage_path else str(Path(settings.storage_path).resolve()),
+            name=settings.name, storage_path=settings.storage_path,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[ChildRunCloser()],
