@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synth
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+# The MLflow UI on the project's store (mlflow/mlflow.db); PORT=5001 make ui for another port.
+ui: $(STAMP)
+	@echo "MLflow UI of mlflow/mlflow.db: http://127.0.0.1:$${PORT:-5000}  (Ctrl-C stops it)"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow/serve.sh
 
 clean:
 	rm -rf $(VENV) data/synth data/synth.partial mlflow/mlflow.db mlflow/artifacts

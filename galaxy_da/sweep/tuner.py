@@ -23,6 +23,7 @@ The launch layer: it imports Ray, and nothing in the core imports it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -35,6 +36,7 @@ from ray import tune
 
 from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import finish_parent_run, open_parent_run, read_sweep_state
 from galaxy_da.sweep.tracking_server import tracking_server
@@ -51,6 +53,7 @@ def _optuna(settings: SweepSettings):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
     storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings.seed), storage=storage, study_name=settings.name if storage else None)
 
@@ -100,7 +103,10 @@ def resolve_address(address: Optional[str]) -> str:
 def start_ray(settings: SweepSettings) -> None:
     address = resolve_address(settings.address)
     local = address == "local"
-    ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(
+        address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
+        log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
+    )
 
 
 def prepare_base(cfg: TrialConfig) -> dict[str, Any]:
@@ -134,13 +140,14 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
     )
+    metric = f"select/{cfg.selection.rule}"
     if resume and tune.Tuner.can_restore(settings.experiment_path):
         return tune.Tuner.restore(settings.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=search_space.to_tune(settings.space),
         tune_config=tune.TuneConfig(
-            metric=f"select/{cfg.selection.rule}", mode="max", search_alg=build_searcher(settings),
+            metric=metric, mode="max", search_alg=build_searcher(settings),
             scheduler=build_scheduler(settings, cfg.optim.epochs), num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent,
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
@@ -150,7 +157,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             name=settings.name, storage_path=settings.storage_path,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[ChildRunCloser()],
+            callbacks=[ChildRunCloser(), TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings))],
+            verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
     )
 
@@ -175,7 +183,7 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     if not resume and read_sweep_state(settings) is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
-    with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
+    with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri, **QUIET_ENV):
         client = MlflowClient(tracking_uri)
         parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
         start_ray(settings)
