@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig, config_to_yaml
 
 DEFAULT_STORE = Path("mlflow")
@@ -184,7 +185,7 @@ def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkp
     for name in (BEST, LAST):
         if (checkpoint_dir / name).is_file():
             tracker.log_artifact(checkpoint_dir / name, "checkpoints")
-    tracker.log_text(json.dumps(history, indent=1, default=str), "history.json")
+    tracker.log_text(strict_json.dumps(history, indent=1, default=str), "history.json")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training_history.png"
         save(plot_history(history, title=title), path)

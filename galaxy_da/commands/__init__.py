@@ -12,11 +12,17 @@ error the same way: one line, no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 from typing import Callable, Optional
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"
+# MLflow's console output that no one reads, off in every command unless the caller's environment says otherwise.
+QUIET_MLFLOW = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts: 100%|███" around every checkpoint fetch
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run ... at http://127.0.0.1:<a sweep's server, gone after it>"
+}
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -29,6 +35,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def guarded(prog: str, work: Callable[[], int]) -> int:
     """``work()``'s exit status; a user error instead prints ``<prog>: error: <message>`` and gives 2."""
+    for key, value in QUIET_MLFLOW.items():
+        os.environ.setdefault(key, value)
     try:
         return work()
     except user_errors() as exc:

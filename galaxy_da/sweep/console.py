@@ -1,11 +1,11 @@
 """What a sweep prints while it runs: one line per trial event, and nothing else.
 
 Ray Tune's own console output (a trial table every 30 s, a result table and a
-config table per trial, a TensorBoard hint), the trials' worker logs, MLflow's
-"View run" links to the sweep's temporary server and its artifact-download
-progress bars bury the leaderboard. The tuner switches them off
-(:data:`QUIET_ENV`, ``RunConfig(verbose=0)``, ``ray.init(log_to_driver=False)``,
-Optuna's log at WARNING)
+config table per trial, a TensorBoard hint) and the trials' worker logs bury
+the leaderboard. The tuner switches them off (:data:`QUIET_ENV`,
+``RunConfig(verbose=0)``, ``ray.init(log_to_driver=False)``, Optuna's log at
+WARNING; MLflow's "View run" links and progress bars are off in every command:
+:data:`galaxy_da.commands.QUIET_MLFLOW`)
 and :class:`TrialProgress` prints instead::
 
     [1/3] laplacian+topk·k5·linear-0-0.5  started
@@ -30,8 +30,6 @@ from galaxy_da.sweep.trainable import TIME_ATTR
 
 # The driver's environment during a sweep (worker output is not forwarded: ray.init(log_to_driver=False)).
 QUIET_ENV = {
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts: 100%|███"
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run ... at http://127.0.0.1:<port of a server that stops>"
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial is one line here; its traceback stays in error.txt
     # Tune's newer reporter prints a config box, the results path and a TensorBoard hint even at
     # verbose=0; the classic reporter at verbose=0 prints nothing.

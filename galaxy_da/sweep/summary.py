@@ -9,9 +9,9 @@ scripts read.
 
 from __future__ import annotations
 
-import json
 import math
 
+from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig
 from galaxy_da.sweep.leaderboard import to_markdown
 from galaxy_da.sweep.settings import SweepResult, SweepSettings
@@ -32,7 +32,7 @@ def print_summary(result: SweepResult, settings: SweepSettings, cfg: TrialConfig
     print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
     print(to_markdown(result.leaderboard, cfg.selection.rule))
     print(next_steps(result, cfg.tracking.experiment, settings.parent_run_name))
-    print(json.dumps({
+    print(strict_json.dumps({
         "sweep": settings.name, "parent_run_id": result.parent_run_id, "complete": result.complete,
         "trials": len(result.leaderboard), "best": result.leaderboard[0] if result.leaderboard else None,
         "tracking_uri": result.tracking_uri, "experiment_path": result.experiment_path,
