@@ -37,6 +37,9 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "optim.lr_schedule": "constant", "tracking.experiment": "smoke-sweeps",
 }
 SMOKE_SAMPLES = 3
+# After one epoch of 8 steps the smoke trials are barely trained and ASHA's first cut compared near-ties
+# (two stopped trials predicted the same on the target); after two they differ.
+SMOKE_GRACE_PERIOD = 2
 
 
 def parser(description: Optional[str], num_samples: int, searcher: str, config: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
@@ -56,7 +59,9 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut (0: never prune)")
+    p.add_argument(
+        "--grace-period", type=int, help=f"ASHA: epochs before the first cut (default: 1; {SMOKE_GRACE_PERIOD} with --smoke-test; 0: never prune)",
+    )
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
     return p
 
@@ -68,6 +73,12 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
 
         synth.generate(path, seed=0, n_source=240, n_target=200, size=33, workers=1, progress=False)
     return path
+
+
+def grace_period(args: argparse.Namespace) -> int:
+    if args.grace_period is not None:
+        return args.grace_period
+    return SMOKE_GRACE_PERIOD if args.smoke_test else 1
 
 
 def main(
@@ -103,7 +114,7 @@ def run(name: str, space: Space, smoke_space: Optional[Space], args: argparse.Na
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=(args.grace_period if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
+        grace_period=(grace_period(args) if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
     )
