@@ -75,10 +75,11 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
     return path
 
 
-def grace_period(args: argparse.Namespace) -> int:
+def grace_period(args: argparse.Namespace, epochs: int) -> int:
+    """``--grace-period``, else 1, or for a smoke test :data:`SMOKE_GRACE_PERIOD` (at most every epoch)."""
     if args.grace_period is not None:
         return args.grace_period
-    return SMOKE_GRACE_PERIOD if args.smoke_test else 1
+    return min(SMOKE_GRACE_PERIOD, epochs) if args.smoke_test else 1
 
 
 def main(
@@ -114,7 +115,7 @@ def run(name: str, space: Space, smoke_space: Optional[Space], args: argparse.Na
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=(grace_period(args) if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
+        grace_period=(grace_period(args, cfg.optim.epochs) if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
     )
