@@ -32,34 +32,12 @@ import torch
 
 from galaxy_da.checkpoint import load_checkpoint
 from galaxy_da.config import TrialConfig, load_config
-from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ImageSet, ShardDataset
-from galaxy_da.data.splits import assign_splits
-from galaxy_da.data.writer import DatasetWriter
-from galaxy_da.inference import predict
-from galaxy_da.metrics import classification_metrics, majority_baseline
-from galaxy_da.models.registry import build_model
+from galaxy_da.metrics import majority_baseline
 from galaxy_da.train import train
+from oracle import score_state, write_target_as_source  # bench/ is the script's folder
 
-ORACLE_VAL_FRACTION = 0.2
 BEST_CHECKPOINT = "best.pt"
-
-
-def write_target_as_source(dataset_path: str, out: Path, seed: int) -> Path:
-    """Copy the target domain into both domains of a new dataset (labels of adapt used for training).
-
-    source train/val = target adapt, split stratified ``1 - f`` / ``f``; target adapt/test = unchanged.
-    """
-    dataset = ShardDataset(dataset_path)
-    view = dataset.evaluation_view()
-    adapt, test = view.labelled("target", "adapt"), view.labelled("target", "test")
-    provenance = {"derived_from": dataset.manifest_hash, "kind": "target-as-source (oracle)", "seed": seed}
-    with DatasetWriter(out, dataset.image_shape, dataset.class_names, provenance=provenance, overwrite=True) as writer:
-        source_splits = assign_splits(adapt.labels, "source", seed, ORACLE_VAL_FRACTION)
-        writer.add_batch("source", [f"as-source/{i}" for i in adapt.object_ids], source_splits, adapt.labels, adapt.images)
-        for split, rows in (("adapt", adapt), ("test", test)):
-            writer.add_batch("target", list(rows.object_ids), [split] * len(rows), rows.labels, rows.images)
-    return out
 
 
 def trial_config(data: str, epochs: int, seed: int, width: int) -> TrialConfig:
@@ -74,23 +52,7 @@ def train_and_score(cfg: TrialConfig, scored: dict[str, tuple[ImageSet, str]], w
     """Train one trial, reload its selected checkpoint and score each ``name -> (labelled set, stats domain)``."""
     result = train(cfg, checkpoint_dir=workdir)
     checkpoint = load_checkpoint(workdir / BEST_CHECKPOINT)
-    class_names = checkpoint["class_names"]
-    channels, height, _ = checkpoint["image_shape"]
-    model = build_model(cfg.model, len(class_names), channels, height)
-    model.load_state_dict(checkpoint["model"])
-    scores = {"best_epoch": result.best_epoch}
-    for name, (data, stats_domain) in scored.items():
-        stats = ChannelStats(**{k: tuple(v) for k, v in checkpoint["norm_stats"][stats_domain].items()})
-        logits = predict(model, data, stats, cfg.data.eval_batch_size, torch.device("cpu")).logits
-        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        metrics = classification_metrics(data.labels, probs, class_names)
-        scores[name] = {
-            "acc": metrics["acc"],
-            "macro_f1": metrics["macro_f1"],
-            "recall": {c: metrics[f"recall/{c}"] for c in class_names},
-            "predicted": dict(zip(class_names, np.bincount(probs.argmax(1), minlength=len(class_names)).tolist())),
-        }
-    return scores
+    return {"best_epoch": result.best_epoch, **{name: score_state(checkpoint, cfg.model, data, domain) for name, (data, domain) in scored.items()}}
 
 
 def calibrate(data: str, epochs: int, seed: int, width: int, workdir: Path) -> dict:

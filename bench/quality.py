@@ -1,134 +1,99 @@
 """The quality benchmark: does alignment help on the synthetic sim-to-survey shift, and by how much?
 
 Every method trains the same backbone for the same epoch budget
-(``configs/benchmark.yaml``) with several seeds, and its checkpoint is chosen
-by the config's label-free rule. Each run is then evaluated on the labelled
-target test split (``galaxy_da.eval``). Beside it, for analysis only, the
-ORACLE choice: the epoch whose checkpoint scores best on target test labels,
-computed after each epoch by a hook that training never sees.
+(``configs/benchmark.yaml``), on the same seeds, and its checkpoint is chosen by
+the config's label-free rule. Each run is then evaluated on the labelled target
+test split (``galaxy_da.eval``). Beside it, for analysis only, the ORACLE choice:
+the best target-test macro-F1 among the epochs the label-free rule could pick.
 
-Rows: majority class (no training), source-only, target-oracle (trained on the
-target adapt labels of a target-as-source copy: an upper bound, not a method),
-DANN, Sinkhorn, energy, Laplacian, top-k OT added to the best of those three
-(best by the label-free selection score, never by target labels), and the
-reference's best recipe. Everything is logged to MLflow as one sweep: a parent
-run with one child run per (method, seed).
+Seeds are paired: every method runs ``--seeds``; source-only, DANN and the best
+distance method (best by the label-free selection score, never by target labels)
+also run ``--more-seeds``. The table gives medians and interquartile ranges, and
+each method's per-seed difference to source-only with a Wilcoxon signed-rank
+test (:mod:`paired`). Rows: majority class (no training), source-only,
+target-oracle (trained on the target adapt labels of a target-as-source copy:
+an upper bound, not a method), DANN, Sinkhorn, energy, Laplacian, top-k OT added
+to the best distance, and the reference's best recipe. Every run is a child of
+one MLflow parent run, and reproduces with the ``galaxy-da train`` command
+printed beside its method.
 
-Run: ``python bench/quality.py --data data/quality --seeds 0 1 2 --workers 2``
-(renders the dataset, 3000 source + 2500 target, when it is missing).
+Run: ``python bench/quality.py --data data/quality`` (renders the dataset, 3000
+source + 2500 target, when it is missing; about 2 hours on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate_synth import write_target_as_source  # noqa: E402
+from jobs import REPO, make_job, run_all  # noqa: E402
+from oracle import write_target_as_source  # noqa: E402
+from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-REPORTED = {
+F1 = "eval/tgt_test/macro_f1"
+SHARED = " · shared norm"  # rows re-run with one input standardisation for both domains (see bench/source_only_modes.py)
+COLUMNS = {  # column -> metric, all shown as median (IQR) over seeds
     "tgt acc": "eval/tgt_test/acc",
-    "tgt bal. acc": "eval/tgt_test/balanced_acc",
-    "tgt macro-F1": "eval/tgt_test/macro_f1",
     "recall E": "eval/tgt_test/recall/elliptical",
     "recall I": "eval/tgt_test/recall/irregular",
     "recall S": "eval/tgt_test/recall/spiral",
-    "ECE": "eval/tgt_test/ece_15",
-    "probe AUC": "eval/domain/probe_auc",
-    "A-dist": "eval/domain/a_distance",
     "src val acc": "eval/src_val/acc",
-    "oracle-chosen tgt F1": "oracle/tgt_test_macro_f1_best_epoch",
+    "probe AUC": "eval/domain/probe_auc",
+    "ORACLE-chosen tgt F1": "oracle/tgt_test_macro_f1_best_epoch",
 }
 
 
-def oracle_hook(cfg, history: list[dict[str, float]]):
-    """After each epoch, score ``last.pt`` on target TEST labels (analysis only; returns nothing to training)."""
-    import torch
-
-    from galaxy_da.checkpoint import LAST, load_checkpoint
-    from galaxy_da.data.loader import ChannelStats
-    from galaxy_da.data.reader import ShardDataset
-    from galaxy_da.inference import predict
-    from galaxy_da.metrics import macro_f1
-    from galaxy_da.models.registry import build_model
-
-    test = ShardDataset(cfg.data.path).evaluation_view().labelled("target", "test")
-
-    def hook(record: dict[str, Any], checkpoint_dir: Path) -> None:
-        state = load_checkpoint(checkpoint_dir / LAST)
-        channels, height, _ = state["image_shape"]
-        model = build_model(cfg.model, len(state["class_names"]), channels, height)
-        model.load_state_dict(state["model"])
-        stats = ChannelStats(**{k: tuple(v) for k, v in state["norm_stats"]["target"].items()})
-        logits = predict(model, test, stats, cfg.data.eval_batch_size, torch.device("cpu")).logits
-        history.append({"epoch": record["epoch"], "f1": macro_f1(test.labels, logits.argmax(1), len(state["class_names"]))})
-
-    return hook
-
-
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One (method, seed): train with MLflow tracking, evaluate the selected checkpoint, score the oracle choice."""
-    import torch
-
-    torch.set_num_threads(job["threads"])
-    from galaxy_da.config import load_config
-    from galaxy_da.eval import evaluate_run
-    from galaxy_da.trial import run_trial
-
-    cfg = load_config(REPO / "configs" / "benchmark.yaml", job["overrides"])
-    oracle_epochs: list[dict[str, float]] = []
-    started = time.perf_counter()
-    outcome = run_trial(cfg, parent_run_id=job["parent_run_id"], extra_report=oracle_hook(cfg, oracle_epochs),
-                        extra_tags={"benchmark.method": job["method"]})
-    metrics = evaluate_run(outcome.run_id, cfg.tracking.tracking_uri, log=True)
-    best_oracle = max(oracle_epochs, key=lambda row: row["f1"])
-    metrics["oracle/tgt_test_macro_f1_best_epoch"] = best_oracle["f1"]
-    metrics["oracle/best_epoch"] = best_oracle["epoch"]
-    from galaxy_da.tracking import RunTracker
-
-    RunTracker(cfg, run_id=outcome.run_id).log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle/")})
-    return {"method": job["method"], "seed": job["seed"], "run_id": outcome.run_id, "best_epoch": outcome.best_epoch,
-            "selection_score": outcome.best_score, "seconds": time.perf_counter() - started,
-            "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
-
-
-def run_all(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
-    if workers == 1:
-        return [run_job(job) for job in jobs]
-    import multiprocessing
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(run_job, jobs))
-
-
-def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "–"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+def baseline_of(method: str) -> str:
+    """Each row is compared with the source-only run of its own input normalisation."""
+    return "source_only" + (SHARED if method.endswith(SHARED) else "")
 
 
 def table(results: list[dict[str, Any]], majority: dict[str, float], order: list[str]) -> str:
-    header = "| method | n | " + " | ".join(REPORTED) + " |"
-    lines = [header, "|" + "---|" * (len(REPORTED) + 2)]
-    lines.append("| majority class (spiral) | – | " + " | ".join(
-        f"{majority.get(key, float('nan')):.3f}" if key in majority else "–" for key in REPORTED.values()) + " |")
+    header = ["method", "n", "tgt macro-F1", "Δ vs its source-only (paired)", "wins", "Wilcoxon p", "mean ± std", *COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.append(f"| majority class (spiral) | – | {majority['macro_f1']:.3f} | – | – | – | – | {majority['acc']:.3f} |" + " – |" * (len(COLUMNS) - 1))
     for method in order:
-        rows = [r for r in results if r["method"] == method]
-        cells = [mean_std([r["metrics"].get(metric, float("nan")) for r in rows]) for metric in REPORTED.values()]
-        label = method + (" (upper bound: trained on target labels)" if method == "target_oracle" else "")
-        lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
+        f1 = list(per_seed(results, method, F1).values())
+        if method == baseline_of(method):
+            diff_cells = ["–", "–", "–"]
+        else:
+            d = paired_difference(results, method, baseline_of(method), F1)
+            diff_cells = [f"{d['median']:+.3f} ({d['q1']:+.3f}…{d['q3']:+.3f})", f"{d['wins']}/{d['n']}", f"{d['p']:.3g}"]
+        label = method + (" (upper bound: target labels)" if method == "target_oracle" else "")
+        cells = [label, str(len(f1)), cell(f1), *diff_cells, f"{np.mean(f1):.3f} ± {np.std(f1, ddof=1):.3f}"]
+        cells += [cell(list(per_seed(results, method, metric).values())) for metric in COLUMNS.values()]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def commands(results: list[dict[str, Any]], order: list[str]) -> str:
+    """One reproducing command per method (``seed=S`` for each seed listed)."""
+    lines = []
+    for method in order:
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seed"])
+        seeds = " ".join(str(r["seed"]) for r in rows)
+        command = rows[0]["command"].replace(f"seed={rows[0]['seed']}", "seed=S")
+        lines.append(f"- {method} (S in {seeds}): `{command}`")
+    return "\n".join(lines)
+
+
+def calibration(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark's targets: source-only >= 15 macro-F1 points below the target-oracle; in-domain accuracy 85-95 %."""
+    median = lambda method, metric: float(np.median(list(per_seed(results, method, metric).values())))
+    gap = median("target_oracle", F1) - median("source_only", F1)
+    source_acc, oracle_acc = median("source_only", "eval/src_val/acc"), median("target_oracle", "eval/tgt_test/acc")
+    return {
+        "gap_macro_f1_points": 100 * gap, "gap_ok": gap >= 0.15,
+        "source_only_src_val_acc": source_acc, "target_oracle_tgt_test_acc": oracle_acc,
+        "in_domain_ok": 0.85 <= source_acc <= 0.95 and 0.85 <= oracle_acc <= 0.95,
+    }
 
 
 def main() -> None:
@@ -136,11 +101,13 @@ def main() -> None:
     parser.add_argument("--data", default="data/quality")
     parser.add_argument("--n-source", type=int, default=3000)
     parser.add_argument("--n-target", type=int, default=2500)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, default=2, help="trials at once (each uses --threads threads)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method")
+    parser.add_argument("--more-seeds", type=int, nargs="*", default=[5, 6, 7, 8, 9], help="source-only, DANN and the best distance too")
+    parser.add_argument("--workers", type=int, default=2, help="trials at once (one torch thread each)")
+    parser.add_argument("--no-shared-norm-rows", dest="shared_norm_rows", action="store_false",
+                        help="skip source-only and the best distance re-run with shared input normalisation")
     parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--json", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "quality.json")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of configs/benchmark.yaml for every method")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -161,57 +128,57 @@ def main() -> None:
 
 
 def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri: str, started: float) -> None:
-    from galaxy_da.config import load_config
+    from galaxy_da.config import load_config, parse_override
     from galaxy_da.data.reader import ShardDataset
     from galaxy_da.metrics import majority_baseline
-    from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, with_topk
+    from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, recipe_overrides, with_topk
     from galaxy_da.tracking import RunTracker
 
     base = load_config(REPO / "configs" / "benchmark.yaml", [f"data.path={data}", *args.overrides])
-    base.tracking.tracking_uri = tracking_uri
-    base.tracking.run_name = "quality-benchmark"
-    parent = RunTracker(base, extra_tags={"sweep": "quality-benchmark", "seeds": " ".join(map(str, args.seeds))})
-    common = {"data.path": str(data), "tracking.tracking_uri": tracking_uri}
-    shared = {"parent_run_id": parent.run_id, "threads": args.threads}
+    base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, "quality-benchmark"
+    parent = RunTracker(base, extra_tags={"sweep": "quality-benchmark", "seeds": " ".join(map(str, args.seeds + args.more_seeds))})
+    extra = dict(parse_override(text) for text in args.overrides)
 
-    def make_jobs(methods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        from galaxy_da.recipes import recipe_overrides
+    def jobs(methods: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+        return [make_job(method, seed, {"data.path": str(data), **overrides, **extra}, parent_run_id=parent.run_id, tracking_uri=tracking_uri)
+                for method, overrides in methods.items() for seed in seeds]
 
-        jobs = []
-        for method, (align, extra) in methods.items():
-            for seed in args.seeds:
-                overrides = {**common, **recipe_overrides(align), **extra, "seed": seed, "tracking.run_name": f"{method}-s{seed}"}
-                jobs.append({**shared, "method": method, "seed": seed,
-                             "overrides": [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides})
-        return jobs
-
-    first = {name: (RECIPES[name], {}) for name in ("source_only", "dann", *DISTANCE_RECIPES, "reference_recipe")}
-    first["target_oracle"] = (RECIPES["source_only"], {"data.path": str(oracle_data)})
-    results = run_all(make_jobs(first), args.workers)
-    # top-k OT joins the distance whose label-free selection score is best on average (no target labels involved)
+    methods = {name: recipe_overrides(RECIPES[name]) for name in ("source_only", "dann", *DISTANCE_RECIPES, "reference_recipe")}
+    methods["target_oracle"] = {**recipe_overrides(RECIPES["source_only"]), "data.path": str(oracle_data)}
+    results = run_all(jobs(methods, args.seeds), args.workers)
+    # the best distance (for top-k OT and for more seeds) by its mean label-free selection score: no target labels involved
     best_distance = max(DISTANCE_RECIPES, key=lambda m: np.mean([r["selection_score"] for r in results if r["method"] == m]))
     topk_name = f"{best_distance}+topk_ot"
-    results += run_all(make_jobs({topk_name: (with_topk(best_distance), {})}), args.workers)
+    results += run_all(jobs({topk_name: recipe_overrides(with_topk(best_distance))}, args.seeds), args.workers)
+    if args.more_seeds:
+        results += run_all(jobs({m: methods[m] for m in ("source_only", "dann", best_distance)}, args.more_seeds), args.workers)
+
+    shared_rows = {}
+    if args.shared_norm_rows:
+        shared_rows = {f"{m}{SHARED}": {**methods[m], "data.normalization": "shared"} for m in ("source_only", best_distance)}
+        results += run_all(jobs(shared_rows, args.seeds + args.more_seeds), args.workers)
 
     dataset = ShardDataset(str(data))
-    test_labels = dataset.evaluation_view().labelled("target", "test").labels
-    majority = majority_baseline(dataset.counts("source", "train"), test_labels, dataset.class_names)
-    majority_metrics = {"eval/tgt_test/acc": majority["acc"], "eval/tgt_test/balanced_acc": majority["balanced_acc"],
-                        "eval/tgt_test/macro_f1": majority["macro_f1"]}
-    order = ["source_only", "target_oracle", "dann", *DISTANCE_RECIPES, topk_name, "reference_recipe"]
+    majority = majority_baseline(dataset.counts("source", "train"), dataset.evaluation_view().labelled("target", "test").labels, dataset.class_names)
+    order = ["source_only", "target_oracle", "dann", *DISTANCE_RECIPES, topk_name, "reference_recipe", *shared_rows]
     wall = time.perf_counter() - started
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
-    markdown = table(results, majority_metrics, order)
-    parent.log_text(markdown, "leaderboard.md")
-    parent.log_metrics({"wall_seconds": wall})
+    markdown = table(results, majority, order)
+    figure = plot_per_seed(results, order, F1, "target test macro-F1 per seed (label-free checkpoint choice)",
+                           args.json.with_suffix(".png"), {"target_oracle": "target_oracle\n(upper bound)"})
+    checks = calibration(results)
+    parent.log_text(markdown + "\n\n" + commands(results, order), "leaderboard.md")
+    parent.log_artifact(figure, "plots")
+    parent.log_metrics({"wall_seconds": wall, "calibration/gap_macro_f1_points": checks["gap_macro_f1_points"]})
     parent.finish()
     payload = {"command": command, "wall_seconds": wall, "data": str(data), "manifest_sha256": dataset.manifest_hash,
-               "seeds": args.seeds, "best_distance_by_label_free_score": best_distance, "parent_run_id": parent.run_id,
-               "majority": majority, "results": results, "table_markdown": markdown}
+               "seeds": args.seeds, "more_seeds": args.more_seeds, "best_distance_by_label_free_score": best_distance,
+               "parent_run_id": parent.run_id, "majority": majority, "calibration": checks, "results": results,
+               "table_markdown": markdown, "commands": commands(results, order)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=1, default=str))
     print(f"`{command}` — wall time {wall / 60:.1f} min, MLflow parent run {parent.run_id}\n")
-    print(markdown)
+    print(markdown + "\n\n" + commands(results, order) + f"\n\ncalibration: {checks}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What checking every shard's sha256 costs: a trial's and an evaluation's data loading, with and without.
 
-Reads run exactly as in a trial (:func:`galaxy_da.train.load_trial_data`: source
+Reads run exactly as in a trial (:func:`galaxy_da.trial_data.load_trial_data`: source
 train and val, target adapt, statistics) and in ``galaxy-da eval`` (source val,
 target test, target adapt), once with ``data.verify_hashes`` on (the default:
 the bytes already read are hashed) and once off; the two settings alternate,
@@ -22,7 +22,7 @@ from typing import Callable
 
 from galaxy_da.config import load_config
 from galaxy_da.data.reader import ShardDataset
-from galaxy_da.train import load_trial_data
+from galaxy_da.trial_data import load_trial_data
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

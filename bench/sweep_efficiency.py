@@ -1,34 +1,31 @@
-"""Sweep efficiency: Optuna + ASHA against random search without pruning, on one trial-epoch budget.
+"""Sweep efficiency: where a sweep's core-seconds go, and Optuna + ASHA against random search.
 
-Both sweeps run in this process, one after the other, through the same
-``galaxy_da.sweep.tuner.run_sweep`` as ``sweeps/*.py``, on a local Ray instance of
-``--cpus`` CPUs, one CPU (one torch thread) per trial. The base trial is a small
-CNN on the default synthetic dataset (data/synth) with Laplacian-MMD alignment
-from the first epoch; the search varies the learning rate, the alignment weight
-and the kernel width.
+For each search seed (``--seeds``), two sweeps run in this process, one after
+the other, through the same ``galaxy_da.sweep.tuner.run_sweep`` as
+``sweeps/*.py``, on a local Ray instance of ``--cpus`` CPUs, one CPU (one torch
+thread) per trial. The base trial is ``configs/sweep_topk.yaml``'s budget on the
+quality benchmark data (Laplacian MMD, 2 warm-up epochs, 8 epochs of 16 steps);
+the search varies the learning rate, the alignment weight and the blur.
 
-- Random search: ``--random-trials`` trials of ``--epochs`` epochs each (no
-  pruning: ASHA's grace period is every epoch). Its trial-epochs are the budget.
-- Optuna (TPE) + ASHA (grace 1, reduction factor 2): ``--asha-trials`` trials,
-  chosen so that the trial-epochs it spends stay within the same budget (the
-  epochs actually spent are reported).
+- Random search: ``--random-trials`` trials, no pruning. Its trial-epochs are the budget.
+- Optuna (TPE) + ASHA (first rung after warm-up, reduction factor 2):
+  ``--asha-trials`` trials, about the same trial-epoch budget at most.
 
-What is measured, from Tune's per-trial ``result.json`` (one line per epoch):
+Measured per sweep:
 
-- best label-free score so far (``select/<rule>``) against wall time since the
-  sweep was started (Ray, the MLflow server and all start-up included); the
-  time each sweep needs to reach the random search's final best;
-- core-seconds in training steps: an epoch's step time is
-  ``steps_per_epoch * rows_per_step / train/images_per_s`` (the training loop
-  times exactly its step loop; a step holds a source and a target batch since
-  alignment runs from epoch 0), times the trial's one thread. The rest of the
-  time inside trials (evaluation, checkpoints, MLflow logging, model and data
-  start-up) is ``time_this_iter_s`` summed minus the steps; everything else
-  (Ray, Tune, MLflow server, idle CPUs) is the sweep's wall time times
-  ``--cpus`` minus both.
+- core-seconds in training steps: every epoch's ``train/step_s`` (the trainer
+  times exactly its step loop), read back from MLflow, times the trial's one
+  thread, over the sweep's wall time x ``--cpus``. Everything else — evaluation,
+  checkpoints, MLflow logging, trial start-up, Ray, the MLflow server, CPUs idle
+  at the start and the tail — is the rest;
+- core-seconds inside trials (Tune's ``time_total_s``: the trainable's steps);
+- the best label-free score so far against wall time, and when each sweep
+  reaches random search's final best.
 
-    python bench/sweep_efficiency.py                  # about 15 min on 2 cores
-    python bench/sweep_efficiency.py --smoke-test     # a minute, numbers meaningless
+The figures are the medians over the search seeds.
+
+    python bench/sweep_efficiency.py                  # about 30 min on 2 cores
+    python bench/sweep_efficiency.py --smoke-test     # a few minutes, numbers meaningless
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -46,26 +44,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
     "optim.lr": {"loguniform": [1e-4, 3e-2]},
-    "schedules.align_weight.start": {"loguniform": [0.03, 3.0]},
-    "align.blur": {"choice": [0.1, 0.3, 1.0]},
+    "align.weight": {"loguniform": [0.03, 3.0]},
+    "align.blur": {"choice": [0.2, 0.5, 1.0, 2.0]},
 }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT / "data" / "synth"))
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--steps-per-epoch", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--random-trials", type=int, default=4)
+    p.add_argument("--data", default=str(ROOT / "data" / "quality"))
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sweep_topk.yaml")
+    p.add_argument("--random-trials", type=int, default=5)
     p.add_argument("--asha-trials", type=int, default=8)
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance = concurrent trials")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds; figures are medians over them")
     p.add_argument("--smoke-test", action="store_true")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "sweep_efficiency.json")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
     args = p.parse_args(argv)
     if args.smoke_test:
-        args.epochs, args.steps_per_epoch, args.batch_size, args.random_trials, args.asha_trials = 2, 2, 16, 2, 3
+        args.random_trials, args.asha_trials, args.seeds = 2, 3, [0]
+        args.overrides = ["optim.epochs=3", "optim.warmup_epochs=1", "optim.steps_per_epoch=2", "data.batch_size=16", *args.overrides]
         args.json = Path(tempfile.gettempdir()) / "sweep_efficiency_smoke.json"
     return args
 
@@ -73,26 +71,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def base_config(args: argparse.Namespace):
     from galaxy_da.config import load_config
 
-    overrides = {
-        "data.path": args.data, "data.batch_size": args.batch_size, "optim.epochs": args.epochs, "optim.warmup_epochs": 0,
-        "optim.steps_per_epoch": args.steps_per_epoch, "align.method": "laplacian",
-        "schedules.align_weight": {"kind": "constant", "start": 0.3, "end": 0.3}, "tracking.experiment": "sweep-efficiency",
-    }
-    return load_config(ROOT / "configs" / "benchmark.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    return load_config(args.config, [f"data.path={args.data}", "align.method=laplacian", "align.ot.weight=0",
+                                     "tracking.experiment=sweep-efficiency", *args.overrides])
 
 
-def epoch_reports(experiment_path: str) -> list[dict[str, Any]]:
-    """Every epoch report of every trial of a finished sweep (Tune's result.json lines)."""
+def tune_reports(experiment_path: str) -> list[dict[str, Any]]:
+    """Every Tune result of every trial of a finished sweep (one per scored epoch)."""
     reports = []
     for result_file in sorted(Path(experiment_path).glob("trial_*/result.json")):
         reports += [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
     return reports
 
 
-def step_seconds(report: dict[str, Any], steps: int, batch_size: int) -> float:
-    """Seconds in the epoch's training steps: rows over throughput (source + target rows when aligning)."""
-    rows_per_step = batch_size * (2 if report["schedule/aligning"] else 1)
-    return steps * rows_per_step / report["train/images_per_s"]
+def step_seconds(db: Path, parent_run_id: str) -> float:
+    """Sum of every child run's per-epoch ``train/step_s`` (from the sweep's sqlite store)."""
+    query = ("SELECT SUM(m.value) FROM metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
+             "WHERE t.key = 'mlflow.parentRunId' AND t.value = ? AND m.key = 'train/step_s'")
+    with sqlite3.connect(db) as connection:
+        return float(connection.execute(query, (parent_run_id,)).fetchone()[0] or 0.0)
 
 
 def best_so_far(reports: list[dict[str, Any]], metric: str, started: float) -> list[tuple[float, float]]:
@@ -109,33 +105,33 @@ def time_to_reach(curve: list[tuple[float, float]], score: float) -> float | Non
     return next((t for t, best in curve if best >= score - 1e-12), None)
 
 
-def run(label: str, searcher: str, trials: int, grace: int, cfg, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run(label: str, searcher: str, trials: int, prune: bool, seed: int, cfg, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.tuner import run_sweep
 
+    db = work / "mlflow.db"
     settings = SweepSettings(
-        name=label, space=SPACE, num_samples=trials, max_concurrent=args.cpus, searcher=searcher, seed=args.seed,
-        grace_period=grace, cpus_per_trial=1, storage_path=str(work / "ray_results"),
-        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", address="local", num_cpus=args.cpus,
+        name=f"{label}-s{seed}", space=SPACE, num_samples=trials, max_concurrent=args.cpus, searcher=searcher, seed=seed,
+        grace_period=None if prune else cfg.optim.epochs, cpus_per_trial=1, storage_path=str(work / "ray_results"),
+        tracking_uri=f"sqlite:///{db}", address="local", num_cpus=args.cpus,
     )
     started = time.time()
     result = run_sweep(cfg, settings)
     wall = time.time() - started
-    reports = epoch_reports(result.experiment_path)
+    reports = tune_reports(result.experiment_path)
     metric = f"select/{cfg.selection.rule}"
-    in_steps = sum(step_seconds(r, args.steps_per_epoch, args.batch_size) for r in reports)
-    in_trials = sum(r["time_this_iter_s"] for r in reports)
-    trial_seconds = {}
+    in_steps = step_seconds(db, result.parent_run_id)
+    trial_seconds: dict[str, float] = {}
     for r in reports:
         trial_seconds[r["trial_id"]] = max(trial_seconds.get(r["trial_id"], 0.0), r["time_total_s"])
     core_seconds = wall * args.cpus
     curve = best_so_far(reports, metric, started)
     return {
-        "sweep": label, "searcher": searcher, "pruning": grace < args.epochs, "trials": len(trial_seconds),
-        "trial_epochs": len(reports), "complete": result.complete, "wall_s": wall, "best_score": curve[-1][1],
-        "best_curve": curve, "median_trial_s": statistics.median(trial_seconds.values()),
-        "core_seconds": core_seconds, "step_core_s": in_steps, "other_trial_core_s": in_trials - in_steps,
-        "step_share": in_steps / core_seconds, "in_trial_share": in_trials / core_seconds,
+        "sweep": label, "seed": seed, "searcher": searcher, "pruning": prune, "trials": len(trial_seconds),
+        "trial_epochs": sum(int(max(r["epochs_done"] for r in reports if r["trial_id"] == t)) for t in trial_seconds),
+        "complete": result.complete, "wall_s": wall, "best_score": curve[-1][1], "best_curve": curve,
+        "median_trial_s": statistics.median(trial_seconds.values()), "core_seconds": core_seconds,
+        "step_core_s": in_steps, "step_share": in_steps / core_seconds, "in_trial_share": sum(trial_seconds.values()) / core_seconds,
     }
 
 
@@ -144,28 +140,30 @@ def plot(sweeps: list[dict[str, Any]], path: Path) -> Path:
 
     from galaxy_da.plots import save
 
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for sweep in sweeps:
-        times, scores = zip(*sweep["best_curve"])
-        ax.step([0, *times, sweep["wall_s"]], [scores[0], *scores, scores[-1]], where="post", label=sweep["sweep"])
-    ax.set(xlabel="wall time since the sweep started (s)", ylabel="best label-free score so far", title="sweep efficiency")
-    ax.legend()
+    seeds = sorted({s["seed"] for s in sweeps})
+    fig = Figure(figsize=(5 * len(seeds), 4), layout="constrained")
+    axes = fig.subplots(1, len(seeds), squeeze=False)[0]
+    for ax, seed in zip(axes, seeds):
+        for sweep in (s for s in sweeps if s["seed"] == seed):
+            times, scores = zip(*sweep["best_curve"])
+            ax.step([0, *times, sweep["wall_s"]], [scores[0], *scores, scores[-1]], where="post", label=sweep["sweep"])
+        ax.set(xlabel="wall time since the sweep started (s)", ylabel="best label-free score so far", title=f"search seed {seed}")
+        ax.legend()
     return save(fig, path)
 
 
-def markdown(sweeps: list[dict[str, Any]], target: float) -> str:
+def markdown(sweeps: list[dict[str, Any]]) -> str:
     lines = [
-        "| sweep | trials | trial-epochs | wall (s) | best score | time to random's best (s) | median trial (s) | core-s in steps | in trials |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sweep | seed | trials | trial-epochs | wall (s) | best score | time to random's best (s) | median trial (s) | core-s in steps | in trials |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sweeps:
         reach = s["time_to_random_best_s"]
         lines.append(
-            f"| {s['sweep']} | {s['trials']} | {s['trial_epochs']} | {s['wall_s']:.0f} | {s['best_score']:.4f} "
+            f"| {s['sweep']} | {s['seed']} | {s['trials']} | {s['trial_epochs']} | {s['wall_s']:.0f} | {s['best_score']:.4f} "
             f"| {'not reached' if reach is None else f'{reach:.0f}'} | {s['median_trial_s']:.0f} | {s['step_share']:.1%} | {s['in_trial_share']:.1%} |"
         )
-    return "\n".join(lines) + f"\n\nrandom search's best: {target:.4f}"
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,28 +172,30 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     args = parse(argv)
     cfg = base_config(args)
-    with tempfile.TemporaryDirectory(prefix="sweep-efficiency-") as tmp:
-        random_search = run("random", "random", args.random_trials, args.epochs, cfg, args, Path(tmp))
-        asha = run("optuna+asha", "optuna", args.asha_trials, 1, cfg, args, Path(tmp))
-    sweeps = [random_search, asha]
-    target = random_search["best_score"]
-    for sweep in sweeps:
-        sweep["time_to_random_best_s"] = time_to_reach(sweep["best_curve"], target)
-    reach = asha["time_to_random_best_s"]
+    sweeps, ratios = [], []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory(prefix="sweep-efficiency-") as tmp:
+            random_search = run("random", "random", args.random_trials, False, seed, cfg, args, Path(tmp))
+            asha = run("optuna+asha", "optuna", args.asha_trials, True, seed, cfg, args, Path(tmp))
+        for sweep in (random_search, asha):
+            sweep["time_to_random_best_s"] = time_to_reach(sweep["best_curve"], random_search["best_score"])
+        reach = asha["time_to_random_best_s"]
+        ratios.append(math.inf if reach is None else reach / random_search["wall_s"])
+        sweeps += [random_search, asha]
     summary = {
-        "command": " ".join([Path(sys.executable).name, "bench/sweep_efficiency.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python", "bench/sweep_efficiency.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()}, "space": SPACE,
-        "random_best": target,
-        "asha_time_to_random_best_over_random_time_to_best": None if reach is None else reach / random_search["time_to_random_best_s"],
-        "asha_time_to_random_best_over_random_wall": None if reach is None else reach / random_search["wall_s"],
+        "median_step_share": statistics.median(s["step_share"] for s in sweeps),
+        "median_step_share_by_sweep": {label: statistics.median(s["step_share"] for s in sweeps if s["sweep"] == label) for label in ("random", "optuna+asha")},
+        "asha_time_to_random_best_over_random_wall": ratios,
+        "median_asha_time_to_random_best_over_random_wall": statistics.median(ratios),
         "sweeps": sweeps,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1))
     plot(sweeps, args.json.with_suffix(".png"))
-    print(f"\n$ {summary['command']}\n")
-    print(markdown(sweeps, target))
-    for key in ("asha_time_to_random_best_over_random_time_to_best", "asha_time_to_random_best_over_random_wall"):
+    print(f"\n$ {summary['command']}\n\n{markdown(sweeps)}\n")
+    for key in ("median_step_share", "median_step_share_by_sweep", "asha_time_to_random_best_over_random_wall", "median_asha_time_to_random_best_over_random_wall"):
         print(f"{key}: {summary[key]}")
     print(f"results: {args.json}")
     return 0

@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of tensors and plain Python values:
 ``model``, ``objective`` (discriminator, loss weights), ``optimizer``, ``epoch``
-(the last finished epoch), ``rng`` (torch CPU generator state), ``streams``
+(the last finished epoch), ``rng`` and ``cuda_rng`` (torch CPU and CUDA generator
+states; None without CUDA), ``streams``
 (batch-sampler states), ``history``, ``best``, ``config`` (the trial config as
 plain data), ``class_names``, ``image_shape``, ``norm_stats`` and
 ``data_manifest_hash`` — enough to rebuild the model without the config file.

@@ -146,7 +146,8 @@ class AlignConfig(_Section):
     method: str = "none"
     weighting: Literal["fixed", "trainable"] = "fixed"
     normalize_features: bool = True
-    blur: float = Field(0.5, gt=0.0)
+    weight: float = Field(1.0, ge=0.0)  # scales the alignment-weight schedule (schedules.align_weight)
+    blur: float = Field(1.0, gt=0.0)  # scales the blur schedule (schedules.blur): kernel width / OT blur
     blur_floor: float = Field(0.01, gt=0.0)
     entropy_weight: float = Field(0.0, ge=0.0)
     topk: int = Field(5, ge=1)
@@ -193,7 +194,8 @@ class SelectionConfig(_Section):
     """Label-free checkpoint selection and early stopping."""
 
     rule: str = "src_val"
-    patience: Optional[int] = Field(None, ge=1)
+    patience: Optional[int] = Field(None, ge=1)  # scored epochs without improvement before stopping
+    eval_every: int = Field(1, ge=1)  # score every k-th post-warm-up epoch (and the last)
 
     @field_validator("rule")
     @classmethod

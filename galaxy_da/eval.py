@@ -152,9 +152,13 @@ class Evaluation:
         return f"{self.run.run_name} ({self.run.checkpoint}.pt, epoch {self.run.checkpoint_epoch})"
 
 
-def predict_splits(run: LoadedRun, dataset: ShardDataset) -> dict[str, Predictions]:
-    """Eval-mode outputs on source val, target test (labelled) and target adapt (unlabelled)."""
-    device = resolve_device(run.cfg.device)
+def predict_splits(run: LoadedRun, dataset: ShardDataset, device: str = "auto") -> dict[str, Predictions]:
+    """Eval-mode outputs on source val, target test (labelled) and target adapt (unlabelled).
+
+    ``device`` is this machine's choice, not the run's: a run trained on CUDA
+    evaluates on a CPU-only machine (checkpoints load onto the CPU first).
+    """
+    device = resolve_device(device)
     model = run.model.to(device)
     batch = run.cfg.data.eval_batch_size
     view = dataset.evaluation_view()
@@ -198,8 +202,8 @@ def selection_scores(predictions: dict[str, Predictions]) -> dict[str, float]:
     return scores
 
 
-def evaluate_loaded(run: LoadedRun, dataset: ShardDataset) -> Evaluation:
-    predictions = predict_splits(run, dataset)
+def evaluate_loaded(run: LoadedRun, dataset: ShardDataset, device: str = "auto") -> Evaluation:
+    predictions = predict_splits(run, dataset, device)
     train_counts = dataset.counts("source", "train")
     metrics = {"eval/checkpoint_epoch": float(run.checkpoint_epoch)}
     metrics |= split_metrics(predictions, run.class_names, train_counts)
@@ -326,8 +330,8 @@ def format_summary(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) -> None:
-    """Metrics, tags, plots, ``metrics.json`` and ``summary.txt`` into the run, under ``eval/``."""
+def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, plots: bool = True) -> None:
+    """Metrics, tags, ``metrics.json``, ``summary.txt`` and (unless ``plots`` is False) the figures into the run, under ``eval/``."""
     from galaxy_da.tracking import RunTracker
 
     run = evaluation.run
@@ -340,6 +344,8 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) 
     })
     tracker.log_text(strict_json.dumps(evaluation.metrics, indent=1), "eval/metrics.json")
     tracker.log_text(summary + "\n", "eval/summary.txt")
+    if not plots:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for path in write_figures(evaluation, Path(tmp)):
             tracker.log_artifact(path, "eval/plots")
@@ -347,20 +353,21 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str) 
 
 def evaluate_run(
     run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True,
-    check_hashes: bool = True,
+    device: str = "auto", plots: bool = True, check_hashes: bool = True,
 ) -> dict[str, float]:
     """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
 
-    Logs metrics and figures back to the run unless ``log`` is False. Raises
+    Logs metrics (and figures, unless ``plots`` is False: the benchmarks' many runs
+    skip the t-SNE) back to the run unless ``log`` is False. Raises
     ``LookupError`` for an unknown run or a run without that checkpoint.
     """
     run = load_run(run_id, tracking_uri, checkpoint)
     dataset = open_dataset_for(run, data, check_hashes)
-    evaluation = evaluate_loaded(run, dataset)
+    evaluation = evaluate_loaded(run, dataset, device)
     summary = format_summary(evaluation)
     print(summary, flush=True)
     if log:
-        log_evaluation(evaluation, dataset, summary)
+        log_evaluation(evaluation, dataset, summary, plots)
     return evaluation.metrics
 
 
@@ -372,6 +379,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     parser.add_argument("--data", help="dataset path or URI (default: the one the run was trained on)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: %(default)s")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to evaluate, whatever the run trained on (default: %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")
     parser.add_argument("--no-verify-hashes", action="store_true", help="do not check each shard's sha256 against the manifest")
@@ -381,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
     """``galaxy-da eval`` / ``python -m galaxy_da.eval``."""
     logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
     metrics = evaluate_run(
-        args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log, check_hashes=not args.no_verify_hashes,
+        args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log, device=args.device,
+        check_hashes=not args.no_verify_hashes,
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -49,12 +49,13 @@ class SelectionInputs:
     """What a selection rule may see for one checkpoint.
 
     ``source_val``: labelled source validation split. ``target``: the target adapt
-    split, ``labels`` None. ``target_test``: labelled target test split, read
-    ONLY by the oracle; leave it None wherever a checkpoint is being selected.
+    split, ``labels`` None. Either may be None when the rule does not read it
+    (:data:`RULE_READS`). ``target_test``: labelled target test split, read ONLY
+    by the oracle; leave it None wherever a checkpoint is being selected.
     """
 
-    source_val: Predictions
-    target: Predictions
+    source_val: Optional[Predictions]
+    target: Optional[Predictions]
     target_test: Optional[Predictions] = None
 
 
@@ -196,6 +197,15 @@ SELECTION_RULES: dict[str, SelectionRule] = {
     "entropy": information_maximisation,
     "dev": deep_embedded_validation,
     "snd": soft_neighbourhood_density,
+}
+
+# Which splits each rule reads: training predicts only those (a src_val-selected trial
+# never runs a forward pass over the target adapt split just to score itself).
+RULE_READS: dict[str, frozenset[str]] = {
+    "src_val": frozenset({"source_val"}),
+    "entropy": frozenset({"target"}),
+    "dev": frozenset({"source_val", "target"}),
+    "snd": frozenset({"target"}),
 }
 
 ORACLE_RULES: dict[str, SelectionRule] = {ORACLE: oracle_target_macro_f1}

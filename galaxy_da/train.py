@@ -2,39 +2,45 @@
 
 Per epoch the loop trains ``steps_per_epoch`` steps on labelled source batches
 (and, once warm-up is over and the objective needs them, unlabelled target
-``adapt`` batches), evaluates the source ``val`` split and the target ``adapt``
-images, scores the epoch with the configured label-free selection rule, writes
-``last.pt`` (and ``best.pt`` on improvement), and calls
-``report(record, checkpoint_dir)``. ``record`` holds namespaced metrics
-(``train/loss``, ``src_val/macro_f1``, ``schedule/align_weight``, ...) and the
-``epoch``. Target labels are never read: the data comes from
-:meth:`ShardDataset.training_view`.
+``adapt`` batches), writes ``last.pt`` and calls ``report(record, checkpoint_dir)``.
+On *scored* epochs (:func:`is_scored_epoch`: post-warm-up epochs, every
+``selection.eval_every``-th, and the last) it first predicts the splits the
+label-free selection rule reads (:data:`~galaxy_da.selection.RULE_READS`), scores
+the epoch, and writes ``best.pt`` on improvement. ``record`` holds namespaced
+metrics (``train/loss``, ``src_val/macro_f1``, ``schedule/align_weight``, ...),
+the ``epoch``, and ``select/<rule>`` on scored epochs only.
+
+Callbacks cannot change the trial: ``report`` runs with the torch (CPU and CUDA)
+and numpy global random states saved and restored, so an analysis hook that
+builds a model or samples does not shift the trainer's random stream. Target
+labels are never read: the data comes from :meth:`ShardDataset.training_view`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from galaxy_da.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from galaxy_da.config import TrialConfig
-from galaxy_da.data.loader import BatchStream, ChannelStats
-from galaxy_da.data.reader import ImageSet, ShardDataset
+from galaxy_da.data.loader import BatchStream
 from galaxy_da.inference import autocast, predict, resolve_device
 from galaxy_da.metrics import classification_metrics
 from galaxy_da.models.registry import build_model
 from galaxy_da.objective import Objective, StepKnobs
 from galaxy_da.optim import build_optimizer, set_epoch_lr
 from galaxy_da.schedules import schedule_value
-from galaxy_da.selection import SelectionInputs, score
+from galaxy_da.trial_data import TrialData, load_trial_data
+from galaxy_da.selection import RULE_READS, SelectionInputs, score
 
 Report = Callable[[dict[str, Any], Path], None]
 
@@ -53,57 +59,16 @@ class TrainResult:
     manifest_hash: str = ""
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _subsample(data: ImageSet, limit: Optional[int], seed: int) -> ImageSet:
-    if limit is None or len(data) <= limit:
-        return data
-    keep = np.sort(np.random.default_rng(seed).permutation(len(data))[:limit])
-    return ImageSet(data.images[keep], None if data.labels is None else data.labels[keep], data.object_ids[keep])
-
-
-NORMALISATIONS: dict[str, Callable[[ImageSet, ImageSet], tuple[ChannelStats, ChannelStats]]] = {
-    "per_domain": lambda src, tgt: (ChannelStats.of(src.images), ChannelStats.of(tgt.images)),
-    "shared": lambda src, tgt: (ChannelStats.of(np.concatenate([src.images, tgt.images])),) * 2,
-    "none": lambda src, tgt: (ChannelStats.identity(src.images.shape[1]),) * 2,
-}
-
-
-@dataclass
-class TrialData:
-    dataset: ShardDataset
-    source_train: ImageSet
-    source_val: ImageSet
-    target_adapt: ImageSet
-    source_stats: ChannelStats
-    target_stats: ChannelStats
-
-    @property
-    def train_counts(self) -> list[int]:
-        return np.bincount(self.source_train.labels, minlength=len(self.dataset.class_names)).tolist()
-
-
-def load_trial_data(cfg: TrialConfig) -> TrialData:
-    """Source train/val with labels, target adapt without; statistics from training splits only."""
-    dataset = ShardDataset(cfg.data.path, check_hashes=cfg.data.verify_hashes)
-    view = dataset.training_view()
-    source_train = _subsample(view.source("train"), cfg.data.max_source, cfg.seed)
-    source_val = _subsample(view.source("val"), cfg.data.max_source, cfg.seed + 1)
-    target_adapt = _subsample(view.target("adapt"), cfg.data.max_target, cfg.seed + 2)
-    source_stats, target_stats = NORMALISATIONS[cfg.data.normalization](source_train, target_adapt)
-    return TrialData(dataset, source_train, source_val, target_adapt, source_stats, target_stats)
-
-
 # --------------------------------------------------------------------------- loop pieces
 
 
 def epoch_knobs(cfg: TrialConfig, epoch: int) -> StepKnobs:
+    """The epoch's knobs: ``align.weight x schedules.align_weight``, ``max(blur_floor, align.blur x schedules.blur)``, GRL strength."""
     epochs, warmup = cfg.optim.epochs, cfg.optim.warmup_epochs
-    blur = schedule_value(cfg.schedules.blur, epoch, epochs, warmup)
+    blur = cfg.align.blur * schedule_value(cfg.schedules.blur, epoch, epochs, warmup)
     return StepKnobs(
         aligning=epoch >= warmup,
-        align_weight=schedule_value(cfg.schedules.align_weight, epoch, epochs, warmup),
+        align_weight=cfg.align.weight * schedule_value(cfg.schedules.align_weight, epoch, epochs, warmup),
         blur=max(cfg.align.blur_floor, blur),
         grl_strength=schedule_value(cfg.schedules.grl, epoch, epochs, warmup),
     )
@@ -118,16 +83,44 @@ def _check_finite(parts: dict[str, torch.Tensor], step: int, epoch: int) -> None
             )
 
 
+def is_scored_epoch(cfg: TrialConfig, epoch: int) -> bool:
+    """Whether ``epoch`` (0-based) is evaluated and may be selected.
+
+    Never inside warm-up (a warm-up model is a source-only model, not the adapted
+    one, and a sweep must not judge alignment before it has run); then every
+    ``selection.eval_every``-th epoch counted from the first post-warm-up one, and
+    always the last epoch.
+    """
+    warmup, epochs = cfg.optim.warmup_epochs, cfg.optim.epochs
+    if epoch < warmup:
+        return False
+    return (epoch - warmup + 1) % cfg.selection.eval_every == 0 or epoch == epochs - 1
+
+
 def evaluate_epoch(cfg: TrialConfig, model: torch.nn.Module, data: TrialData, device: torch.device) -> dict[str, float]:
-    """Source-val metrics and the label-free selection score (target labels unseen)."""
-    batch = cfg.data.eval_batch_size
-    source_val = predict(model, data.source_val, data.source_stats, batch, device)
-    target = predict(model, data.target_adapt, data.target_stats, batch, device)
-    probs = torch.softmax(torch.from_numpy(source_val.logits), dim=1).numpy()
-    metrics = classification_metrics(source_val.labels, probs, data.dataset.class_names)
-    record = {f"src_val/{k}": metrics[k] for k in ("acc", "balanced_acc", "macro_f1", "ece_15")}
+    """The label-free selection score, and source-val metrics when the rule reads source val.
+
+    Only the splits the rule reads are predicted (target labels are never seen).
+    """
+    batch, reads = cfg.data.eval_batch_size, RULE_READS[cfg.selection.rule]
+    source_val = predict(model, data.source_val, data.source_stats, batch, device) if "source_val" in reads else None
+    target = predict(model, data.target_adapt, data.target_stats, batch, device) if "target" in reads else None
+    record = {}
+    if source_val is not None:
+        probs = torch.softmax(torch.from_numpy(source_val.logits), dim=1).numpy()
+        metrics = classification_metrics(source_val.labels, probs, data.view.class_names)
+        record = {f"src_val/{k}": metrics[k] for k in ("acc", "balanced_acc", "macro_f1", "ece_15")}
     record[f"select/{cfg.selection.rule}"] = score(cfg.selection.rule, SelectionInputs(source_val=source_val, target=target))
     return record
+
+
+@contextlib.contextmanager
+def isolated_rng(device: torch.device) -> Iterator[None]:
+    """Run a callback without touching the trainer's random streams (torch CPU/CUDA, numpy)."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    np.random.set_state(numpy_state)
 
 
 def _seed_everything(seed: int) -> None:
@@ -138,75 +131,103 @@ def _seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- the trial
 
 
-def train(
-    cfg: TrialConfig,
-    report: Optional[Report] = None,
-    *,
-    checkpoint_dir: Optional[str | Path] = None,
-    resume: bool = False,
-    until_epoch: Optional[int] = None,
-    data: Optional[TrialData] = None,
-) -> TrainResult:
-    """Train one trial.
+class Trainer:
+    """One trial, one epoch at a time: :meth:`epochs` yields each epoch's record.
 
     ``checkpoint_dir`` receives ``last.pt`` every epoch and ``best.pt`` at each
-    improvement of the selection score (post-warm-up epochs only: a warm-up
-    model is a source-only model, not the adapted one). ``resume`` continues
-    from ``last.pt`` exactly. ``until_epoch`` stops after that many epochs
-    without ending the schedule (time-sliced jobs); a later ``resume`` goes on.
+    improvement of the selection score (scored epochs only, see
+    :func:`is_scored_epoch`). ``resume`` continues from ``last.pt`` exactly.
+    Driving the generator from outside (a Ray Tune class trainable calls
+    ``next`` once per step) leaves the caller in charge between epochs.
     """
-    device = resolve_device(cfg.device)
-    checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
-    data = data or load_trial_data(cfg)
-    _seed_everything(cfg.seed)
-    channels, height, _ = data.dataset.image_shape
-    model = build_model(cfg.model, len(data.dataset.class_names), channels, height).to(device)
-    objective = Objective(cfg, model.feature_dim, data.train_counts).to(device)
-    scales = [p for name, p in model.named_parameters() if name.endswith("class_scales")]
-    decayed = [p for p in model.parameters() if all(p is not s for s in scales)] + objective.module_parameters()
-    optimizer = build_optimizer(cfg.optim, decayed, objective.weight_parameters() + scales)
-    source = BatchStream(data.source_train, cfg.data.batch_size, data.source_stats, cfg.seed * 2 + 1, cfg.data.augment, device)
-    target = BatchStream(data.target_adapt, cfg.data.batch_size, data.target_stats, cfg.seed * 2 + 2, False, device)
-    steps = cfg.optim.steps_per_epoch or max(1, len(source) // source.batch_size)
-    rule_key = f"select/{cfg.selection.rule}"
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "score": -math.inf, "stale": 0}
-    start_epoch = 0
-    if resume and (checkpoint_dir / LAST).is_file():
-        state = load_checkpoint(checkpoint_dir / LAST)
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        source.load_state_dict(state["streams"]["source"])
-        target.load_state_dict(state["streams"]["target"])
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        *,
+        checkpoint_dir: Optional[str | Path] = None,
+        resume: bool = False,
+        data: Optional[TrialData] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device = resolve_device(cfg.device)
+        self.checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
+        self.data = data = data or load_trial_data(cfg)
+        _seed_everything(cfg.seed)
+        channels, height, _ = data.view.image_shape
+        self.model = build_model(cfg.model, len(data.view.class_names), channels, height).to(device)
+        self.objective = Objective(cfg, self.model.feature_dim, data.train_counts).to(device)
+        scales = [p for name, p in self.model.named_parameters() if name.endswith("class_scales")]
+        decayed = [p for p in self.model.parameters() if all(p is not s for s in scales)] + self.objective.module_parameters()
+        self.optimizer = build_optimizer(cfg.optim, decayed, self.objective.weight_parameters() + scales)
+        self.source = BatchStream(data.source_train, cfg.data.batch_size, data.source_stats, cfg.seed * 2 + 1, cfg.data.augment, device)
+        self.target = BatchStream(data.target_adapt, cfg.data.batch_size, data.target_stats, cfg.seed * 2 + 2, False, device)
+        self.steps = cfg.optim.steps_per_epoch or max(1, len(self.source) // self.source.batch_size)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": None, "score": -math.inf, "stale": 0}
+        self.next_epoch = 0
+        self.stopped_early = False
+        if resume and (self.checkpoint_dir / LAST).is_file():
+            self._restore(load_checkpoint(self.checkpoint_dir / LAST))
+
+    @property
+    def finished(self) -> bool:
+        """Every epoch trained, or early-stopped by ``selection.patience``."""
+        return self.stopped_early or self.next_epoch >= self.cfg.optim.epochs
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.source.load_state_dict(state["streams"]["source"])
+        self.target.load_state_dict(state["streams"]["target"])
         torch.set_rng_state(state["rng"])
-        history, best, start_epoch = list(state["history"]), dict(state["best"]), state["epoch"] + 1
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history, self.best, self.next_epoch = list(state["history"]), dict(state["best"]), state["epoch"] + 1
+        self.stopped_early = bool(state.get("stopped_early", False))
 
-    def snapshot(epoch: int) -> dict[str, Any]:
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to resume exactly, and to rebuild the model without the config file."""
+        data, device = self.data, self.device
         return {
-            "model": model.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "streams": {"source": source.state_dict(), "target": target.state_dict()},
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "streams": {"source": self.source.state_dict(), "target": self.target.state_dict()},
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "epoch": epoch,
-            "history": history,
-            "best": best,
-            "config": cfg.model_dump(mode="json"),
-            "config_hash": cfg.hash(),
-            "class_names": data.dataset.class_names,
-            "image_shape": list(data.dataset.image_shape),
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+            "best": self.best,
+            "config": self.cfg.model_dump(mode="json"),
+            "config_hash": self.cfg.hash(),
+            "class_names": data.view.class_names,
+            "image_shape": list(data.view.image_shape),
             "norm_stats": {"source": data.source_stats.as_dict(), "target": data.target_stats.as_dict()},
-            "data_manifest_hash": data.dataset.manifest_hash,
-            "data_path": cfg.data.path,
+            "data_manifest_hash": data.view.manifest_hash,
+            "data_path": self.cfg.data.path,
         }
 
-    stopped_early = False
-    last_epoch = min(cfg.optim.epochs, until_epoch or cfg.optim.epochs)
-    for epoch in range(start_epoch, last_epoch):
-        lr = set_epoch_lr(optimizer, cfg.optim, epoch)
-        knobs = epoch_knobs(cfg, epoch)
+    def result(self) -> TrainResult:
+        return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early, self.data.view.manifest_hash)
+
+    def epochs(self, until_epoch: Optional[int] = None) -> Iterator[dict[str, Any]]:
+        """Train epoch after epoch (up to ``until_epoch`` epochs in all); yield each epoch's record.
+
+        ``last.pt`` (and ``best.pt`` on improvement) is written before the record is
+        yielded, and the caller's code between two epochs runs under
+        :func:`isolated_rng`.
+        """
+        last_epoch = min(self.cfg.optim.epochs, until_epoch or self.cfg.optim.epochs)
+        while not self.finished and self.next_epoch < last_epoch:
+            record = self._run_epoch(self.next_epoch)
+            with isolated_rng(self.device):  # whatever the caller does with the record cannot shift training
+                yield record
+
+    def _train_steps(self, epoch: int, knobs: StepKnobs) -> dict[str, Any]:
+        model, objective, optimizer, cfg = self.model, self.objective, self.optimizer, self.cfg
         draw_target = knobs.aligning and objective.uses_target
         model.train()
         objective.train()
@@ -214,13 +235,13 @@ def train(
         maxima: dict[str, float] = defaultdict(lambda: -math.inf)
         per_step: list[dict[str, float]] = []
         started = time.perf_counter()
-        for step in range(steps):
-            source_images, source_labels = source.next()
+        for step in range(self.steps):
+            source_images, source_labels = self.source.next()
             images = source_images
             if draw_target:
-                target_images, _ = target.next()
+                target_images, _ = self.target.next()
                 images = torch.cat([source_images, target_images])
-            with autocast(device):
+            with autocast(self.device):
                 logits, features = model(images)
             n_source = source_images.shape[0]
             parts = objective(
@@ -244,33 +265,55 @@ def train(
                 sums[name] += value
                 maxima[f"{name}_max"] = max(maxima[f"{name}_max"], value)
         elapsed = time.perf_counter() - started
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train/step_s": elapsed, "train/images_per_s": steps * images.shape[0] / elapsed}
-        record.update({k: v / steps for k, v in sums.items()})
+        record: dict[str, Any] = {"train/step_s": elapsed, "train/images_per_s": self.steps * images.shape[0] / elapsed}
+        record.update({k: v / self.steps for k, v in sums.items()})
         record.update(maxima)
         record["steps"] = per_step  # per-step diagnostics (solver convergence...), logged with the global step
+        return record
+
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, rule_key = self.cfg, f"select/{self.cfg.selection.rule}"
+        lr = set_epoch_lr(self.optimizer, cfg.optim, epoch)
+        knobs = epoch_knobs(cfg, epoch)
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_steps(epoch, knobs)}
         record.update({
             "schedule/align_weight": knobs.align_weight,
             "schedule/blur": knobs.blur,
             "schedule/grl": knobs.grl_strength,
             "schedule/aligning": float(knobs.aligning),
         })
-        record.update(evaluate_epoch(cfg, model, data, device))
-        history.append(record)
+        improved = False
+        if is_scored_epoch(cfg, epoch):
+            record.update(evaluate_epoch(cfg, self.model, self.data, self.device))
+            improved = record[rule_key] > self.best["score"]
+            stale = 0 if improved else self.best["stale"] + 1
+            self.best = {"epoch": epoch, "score": record[rule_key], "stale": 0} if improved else {**self.best, "stale": stale}
+            self.stopped_early = cfg.selection.patience is not None and self.best["stale"] >= cfg.selection.patience
+        record["best/epoch"], record["best/score"] = self.best["epoch"], self.best["score"]
+        self.history.append(record)
+        self.next_epoch = epoch + 1
+        if improved:
+            save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / BEST)
+        save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / LAST)
+        return record
 
-        eligible = knobs.aligning or cfg.optim.warmup_epochs == 0
-        improved = eligible and record[rule_key] > best["score"]
-        if improved:
-            best = {"epoch": epoch, "score": record[rule_key], "stale": 0}
-        elif eligible:
-            best["stale"] += 1
-        record["best/epoch"], record["best/score"] = best["epoch"], best["score"]
-        if improved:
-            save_checkpoint(snapshot(epoch), checkpoint_dir / BEST)
-        save_checkpoint(snapshot(epoch), checkpoint_dir / LAST)
+
+def train(
+    cfg: TrialConfig,
+    report: Optional[Report] = None,
+    *,
+    checkpoint_dir: Optional[str | Path] = None,
+    resume: bool = False,
+    until_epoch: Optional[int] = None,
+    data: Optional[TrialData] = None,
+) -> TrainResult:
+    """Train one trial in a plain loop, calling ``report(record, checkpoint_dir)`` after each epoch.
+
+    ``until_epoch`` stops after that many epochs without ending the schedule
+    (time-sliced jobs); a later ``resume`` goes on. See :class:`Trainer`.
+    """
+    trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume, data=data)
+    for record in trainer.epochs(until_epoch):
         if report is not None:
-            report(record, checkpoint_dir)
-        if cfg.selection.patience is not None and best["stale"] >= cfg.selection.patience:
-            stopped_early = True
-            break
-
-    return TrainResult(history, best["epoch"], best["score"], checkpoint_dir, stopped_early, data.dataset.manifest_hash)
+            report(record, trainer.checkpoint_dir)
+    return trainer.result()

@@ -1,18 +1,37 @@
-"""A tracked trial: :func:`galaxy_da.train.train` plus an MLflow run around it.
+"""A tracked trial: a :class:`~galaxy_da.train.Trainer` plus the MLflow run around it.
 
-Used by ``galaxy-da train`` and by the Ray Tune trainable, so a sweep's child
-run holds exactly what a single ``galaxy-da train`` run holds.
+Used by ``galaxy-da train`` (:func:`run_trial`) and by the Ray Tune trainable, so
+a sweep's child run holds exactly what a single ``galaxy-da train`` run holds.
+
+The run is created only after the data has loaded (a bad path or unreadable
+shard leaves no empty run behind), and it always ends in a state that says
+what happened:
+
+- FINISHED: every epoch trained (or early stopping by ``selection.patience``);
+  also a trial a scheduler stopped, tagged ``stopped_by``;
+- FAILED: the trial raised; the error is tagged (``error``) and its traceback
+  logged (``error.txt``);
+- KILLED: interrupted (Ctrl-C, a sweep interrupted); a resumed trial re-attaches
+  and the run goes back to RUNNING.
+
+A closed run holds the final artifacts: ``checkpoints/{best,last}.pt``,
+``history.json`` and the training-history plot, logged by the trial itself.
 """
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from galaxy_da.config import TrialConfig
-from galaxy_da.tracking import SCORED_ON_TAG, RunTracker
-from galaxy_da.train import TrainResult, TrialData, load_trial_data, train
+from galaxy_da.selection import RULE_READS
+from galaxy_da.tracking import SCORED_ON_TAG
+from galaxy_da.train import Trainer, TrainResult
+from galaxy_da.trial_data import TrialData
+
+ERROR_TAG_LIMIT = 5000
 
 
 @dataclass
@@ -25,24 +44,110 @@ class TrialOutcome:
 
 
 def format_record(record: dict[str, Any], rule: str) -> str:
-    return (
-        f"epoch {record['epoch']:>3}  loss {record['train/loss']:.4f}  "
-        f"src_val acc {record['src_val/acc']:.3f} f1 {record['src_val/macro_f1']:.3f}  "
-        f"{rule} {record[f'select/{rule}']:.4f}  ({record['train/images_per_s']:.0f} img/s)"
-    )
+    """One progress line per epoch; scored epochs also show source-val metrics and the selection score."""
+    line = f"epoch {record['epoch']:>3}  loss {record['train/loss']:.4f}"
+    if "src_val/acc" in record:
+        line += f"  src_val acc {record['src_val/acc']:.3f} f1 {record['src_val/macro_f1']:.3f}"
+    if f"select/{rule}" in record:
+        line += f"  {rule} {record[f'select/{rule}']:.4f}"
+    return line + f"  ({record['train/images_per_s']:.0f} img/s)"
 
 
-def scored_on(data: TrialData) -> str:
-    """What the epoch scores are computed on, e.g. ``source val 160 of 300, target adapt 128 of 480``.
+SCORED_SPLITS = {"source_val": ("source val", "source", "val"), "target": ("target adapt", "target", "adapt")}
+
+
+def scored_on(data: TrialData, rule: str) -> str:
+    """What the rule's epoch scores are computed on, e.g. ``source val 160 of 300`` or ``target adapt 480 (full split)``.
 
     ``data.max_source`` / ``data.max_target`` subsample the splits, so a trial's
     ``select/<rule>`` can differ from the same rule on the full splits (``galaxy-da eval``).
     """
-    def sample(name: str, used: int, domain: str, split: str) -> str:
-        total = sum(data.dataset.counts(domain, split))
-        return f"{name} {used} of {total}" if used < total else f"{name} {total} (full split)"
+    used = {"source_val": len(data.source_val), "target": len(data.target_adapt)}
+    samples = []
+    for reads in sorted(RULE_READS[rule]):
+        name, domain, split = SCORED_SPLITS[reads]
+        total = data.view.split_size(domain, split)
+        samples.append(f"{name} {used[reads]} of {total}" if used[reads] < total else f"{name} {total} (full split)")
+    return ", ".join(samples)
 
-    return f"{sample('source val', len(data.source_val), 'source', 'val')}, {sample('target adapt', len(data.target_adapt), 'target', 'adapt')}"
+
+class TrackedTrial:
+    """Train epoch by epoch, log each epoch, and close the MLflow run with the right state."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        *,
+        track: bool = True,
+        checkpoint_dir: Optional[Path] = None,
+        resume: bool = False,
+        parent_run_id: Optional[str] = None,
+        run_id: Optional[str] = None,
+        extra_tags: Optional[dict[str, str]] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume)
+        self.tracker = None
+        if track:
+            from galaxy_da.tracking import RunTracker
+
+            self.tracker = RunTracker(cfg, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
+            if run_id is not None:
+                self.tracker.client.update_run(run_id, status="RUNNING")
+            self.tracker.set_tags({SCORED_ON_TAG: scored_on(self.trainer.data, cfg.selection.rule)})
+        self.closed = False
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.tracker.run_id if self.tracker else None
+
+    def epochs(self) -> Iterator[dict[str, Any]]:
+        """Each epoch's record, after it is logged to the run."""
+        for record in self.trainer.epochs():
+            if self.tracker is not None:
+                self.tracker.log_epoch(record)
+            yield record
+
+    def finish(self, stopped_by: Optional[str] = None) -> TrialOutcome:
+        """Close the run FINISHED with its final artifacts; ``stopped_by`` names who stopped an unfinished trial."""
+        result = self.trainer.result()
+        if self.tracker is not None and not self.closed:
+            stop_tags = {} if stopped_by is None or self.trainer.finished else {"stopped_by": stopped_by, "stopped_after_epochs": str(self.trainer.next_epoch)}
+            close_finished_run(self.tracker, result, self.cfg.data.path, {"closed_by": "trial", **stop_tags}, self.cfg.tracking.run_name)
+        self.closed = True
+        return TrialOutcome(self.run_id, result.best_epoch, result.best_score, result.history, result.checkpoint_dir)
+
+    def fail(self, error: BaseException) -> None:
+        """Close the run FAILED with the error (tag and traceback); an interruption goes to :meth:`interrupt`."""
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            return self.interrupt()
+        if self.tracker is not None and not self.closed:
+            close_failed_run(self.tracker, error)
+        self.closed = True
+
+    def interrupt(self) -> None:
+        """Close the run KILLED: stopped from outside before it ended; a resumed trial re-opens it."""
+        if self.tracker is not None and not self.closed:
+            self.tracker.set_tags({"interrupted_after_epochs": str(self.trainer.next_epoch)})
+            self.tracker.finish("KILLED")
+        self.closed = True
+
+
+def close_failed_run(tracker, error: BaseException) -> None:
+    """FAILED, with the error as a tag and its traceback as ``error.txt``."""
+    tracker.set_tags({"error": f"{type(error).__name__}: {error}"[:ERROR_TAG_LIMIT], "closed_by": "trial"})
+    tracker.log_text("".join(traceback.format_exception(error)), "error.txt")
+    tracker.finish("FAILED")
+
+
+def close_finished_run(tracker, result: TrainResult, data_path: str, tags: dict[str, str], title: Optional[str] = None) -> None:
+    """Tags, best score, checkpoints, history and plot; then FINISHED."""
+    from galaxy_da.tracking import log_trial_outputs
+
+    tracker.set_tags({"data_manifest_hash": result.manifest_hash, "data_path": data_path, **tags})
+    tracker.log_metrics({"best/epoch": -1 if result.best_epoch is None else result.best_epoch, "best/score": result.best_score})
+    log_trial_outputs(tracker, result.history, result.checkpoint_dir, title=title or tracker.run_id[:8])
+    tracker.finish("FINISHED")
 
 
 def run_trial(
@@ -57,39 +162,21 @@ def run_trial(
     extra_report: Optional[Callable[[dict[str, Any], Path], None]] = None,
     extra_tags: Optional[dict[str, str]] = None,
 ) -> TrialOutcome:
-    """Train ``cfg``; log params, tags, per-epoch metrics and artifacts to one MLflow run.
+    """Train ``cfg`` in a plain loop; log params, tags, per-epoch metrics and artifacts to one MLflow run.
 
     ``run_id`` re-attaches to an existing run (a resumed trial logs into the same run).
-    ``extra_report`` is called after MLflow logging each epoch (Ray Tune's report).
+    ``extra_report(record, checkpoint_dir)`` is called after MLflow logging each
+    epoch; it cannot change the trial's random stream (see :class:`Trainer`).
     """
-    # A run of a sweep's trial exists already and is marked FAILED if its data fails to load; a new
-    # run is created only once the data has loaded, so a bad path or shard leaves no empty FAILED run.
-    tracker = RunTracker(cfg, run_id=run_id) if track and run_id is not None else None
-
-    def report(record: dict[str, Any], ckpt: Path) -> None:
-        if tracker is not None:
-            tracker.log_epoch(record)
-        if progress:
-            print(format_record(record, cfg.selection.rule), flush=True)
-        if extra_report is not None:
-            extra_report(record, ckpt)
-
+    trial = TrackedTrial(cfg, track=track, checkpoint_dir=checkpoint_dir, resume=resume,
+                         parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
     try:
-        data = load_trial_data(cfg)
-        if track and tracker is None:
-            tracker = RunTracker(cfg, parent_run_id=parent_run_id, extra_tags=extra_tags)
-        if tracker is not None:
-            tracker.set_tags({SCORED_ON_TAG: scored_on(data)})
-        result: TrainResult = train(cfg, report, checkpoint_dir=checkpoint_dir, resume=resume, data=data)
-    except BaseException:
-        if tracker is not None:
-            tracker.finish("FAILED")
+        for record in trial.epochs():
+            if progress:
+                print(format_record(record, cfg.selection.rule), flush=True)
+            if extra_report is not None:
+                extra_report(record, trial.trainer.checkpoint_dir)
+    except BaseException as error:
+        trial.fail(error)
         raise
-    if tracker is not None:
-        from galaxy_da.tracking import log_trial_outputs
-
-        tracker.set_tags({"data_manifest_hash": result.manifest_hash, "data_path": cfg.data.path})
-        tracker.log_metrics({"best/epoch": result.best_epoch if result.best_epoch is not None else -1, "best/score": result.best_score})
-        log_trial_outputs(tracker, result.history, result.checkpoint_dir, title=cfg.tracking.run_name or tracker.run_id[:8])
-        tracker.finish()
-    return TrialOutcome(tracker.run_id if tracker else None, result.best_epoch, result.best_score, result.history, result.checkpoint_dir)
+    return trial.finish()

@@ -5,7 +5,7 @@ On GPUs a CNN trial takes a quarter GPU and the others a whole one
 odd-sized stamps: use a dataset with an odd --size.
 
     python sweeps/backbones.py --smoke-test
-    python sweeps/backbones.py --data data/synth --searcher random --num-samples 2
+    python sweeps/backbones.py --searcher random --num-samples 2   # configs/sweep_backbones.yaml on data/quality
 """
 
 import sys

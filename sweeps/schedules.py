@@ -1,7 +1,7 @@
 """Alignment-weight and blur schedules (the kernel/OT scale over epochs).
 
     python sweeps/schedules.py --smoke-test
-    python sweeps/schedules.py --data data/synth --num-samples 32
+    python sweeps/schedules.py --num-samples 32          # configs/sweep_schedules.yaml on data/quality
 """
 
 import sys

@@ -1,8 +1,8 @@
 """Top-k OT matching: k x alignment-weight schedule x alignment loss.
 
     python sweeps/topk.py --smoke-test                 # a few tiny trials, locally
-    python sweeps/topk.py --data data/synth            # the full sweep
-    ray submit cluster/gpu.yaml sweeps/topk.py -- --data s3://bucket/synth
+    python sweeps/topk.py                              # the full sweep: configs/sweep_topk.yaml on data/quality
+    ray submit cluster/gpu.yaml sweeps/topk.py -- --data s3://bucket/quality
 """
 
 import sys

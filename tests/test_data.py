@@ -113,6 +113,39 @@ def test_training_view_withholds_target_labels(toy_dataset):
     assert dataset.evaluation_view().labelled("target", "test").labels is not None
 
 
+def public_reach(root, depth: int = 4) -> list:
+    """Every object reachable from ``root`` through public attributes (no calls), breadth first."""
+    seen, frontier, found = {id(root)}, [root], [root]
+    for _ in range(depth):
+        nxt = []
+        for obj in frontier:
+            for name in dir(obj):
+                if name.startswith("_"):
+                    continue
+                try:
+                    value = getattr(obj, name)
+                except Exception:
+                    continue
+                if id(value) not in seen and not isinstance(value, (str, bytes, int, float, tuple, type(None))):
+                    seen.add(id(value))
+                    nxt.append(value)
+                    found.append(value)
+        frontier = nxt
+    return found
+
+
+def test_no_public_attribute_of_what_training_holds_leads_to_target_labels(toy_dataset):
+    """Neither the training view nor a trial's data exposes the dataset (whose evaluation_view reads target labels)."""
+    from galaxy_da.config import load_config
+    from galaxy_da.trial_data import load_trial_data
+
+    data = load_trial_data(load_config(None, {"data.path": str(toy_dataset)}))
+    for root in (ShardDataset(str(toy_dataset)).training_view(), data):
+        reachable = public_reach(root)
+        assert not [obj for obj in reachable if hasattr(obj, "evaluation_view") or hasattr(obj, "labelled")]
+    assert data.target_adapt.labels is None
+
+
 def test_manifest_counts_match_rows(toy_dataset):
     dataset = ShardDataset(str(toy_dataset))
     view = dataset.evaluation_view()

@@ -139,3 +139,24 @@ def test_history_json_is_strict_json(trained_run, store, tmp_path):
     text = Path(MlflowClient(tracking_uri=store).download_artifacts(trained_run, "history.json", str(tmp_path))).read_text()
     history = json.loads(text, parse_constant=lambda name: pytest.fail(f"history.json holds {name}"))
     assert history[0]["best/score"] is None  # warm-up epoch 0: no eligible score yet
+
+
+def test_a_run_trained_on_cuda_evaluates_on_a_cpu_only_machine(toy_dataset, store, tmp_path):
+    """The checkpoint of a CUDA run says device=cuda; --device (default auto) is this machine's choice."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.checkpoint import save_checkpoint
+    from galaxy_da.tracking import load_run_checkpoint
+
+    cfg = load_config(None, [f"data.path={toy_dataset}", *TINY, "device=cpu", f"tracking.tracking_uri={store}"])
+    run_id = run_trial(cfg).run_id
+    state = load_run_checkpoint(run_id, "best", store)
+    state["config"]["device"] = "cuda"
+    save_checkpoint(state, tmp_path / "best.pt")
+    MlflowClient(store).log_artifact(run_id, str(tmp_path / "best.pt"), "checkpoints")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            run_eval.evaluate_run(run_id, store, log=False, device="cuda")
+    for device in ("auto", "cpu"):
+        assert run_eval.main(["--run-id", run_id, "--tracking-uri", store, "--device", device, "--no-log"]) == 0

@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -264,3 +266,56 @@ def test_topk_is_clamped_to_the_batch_size():
     source, target = features(4), features(6, seed=1)
     _, diagnostics = topk_ot_loss(source, target, k=50)
     assert diagnostics["topk"] == pytest.approx(squared_distances(source, target).min(dim=1).values.mean().item(), rel=1e-5)
+
+
+def entropic_ot_value(cost: torch.Tensor, eps: float) -> float:
+    """W_eps(C) = <P, C> - eps H(P) at the independent solver's converged plan, H(P) = -sum P log P."""
+    plan = reference_log_sinkhorn(cost, eps, iterations=800)
+    return float((plan * cost).sum() + eps * (plan * plan.log()).sum())
+
+
+def finite_difference(value, tensor: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    grad = torch.zeros_like(tensor)
+    for index in np.ndindex(*tensor.shape):
+        bumped = tensor.clone()
+        bumped[index] += h
+        up = value(bumped)
+        bumped[index] -= 2 * h
+        grad[index] = (up - value(bumped)) / (2 * h)
+    return grad
+
+
+def test_topk_ot_cost_gradient_is_the_envelope_gradient_of_entropic_ot():
+    """d<P*,C>/dX equals the gradient of W_eps(C(X, Y)) by finite differences of an independent solver."""
+    x = F.normalize(features(6, seed=0), dim=1).double()[:, :4].contiguous().requires_grad_()
+    y = F.normalize(features(5, seed=1, shift=0.4), dim=1).double()[:, :4].contiguous().requires_grad_()
+    eps = 0.1
+    loss, _ = topk_ot_loss(x, y, epsilon=eps, epsilon_mode="absolute", tol=1e-14, max_iter=20000, cost_weight=1.0, match_weight=0.0, topk_weight=0.0)
+    loss.backward()
+    expected_x = finite_difference(lambda bumped: entropic_ot_value(squared_distances(bumped, y.detach()), eps), x.detach())
+    expected_y = finite_difference(lambda bumped: entropic_ot_value(squared_distances(x.detach(), bumped), eps), y.detach())
+    assert torch.allclose(x.grad, expected_x, atol=1e-7) and torch.allclose(y.grad, expected_y, atol=1e-7)
+
+
+def test_topk_ot_cost_gradient_with_respect_to_the_cost_is_the_plan_and_never_negative():
+    cost = squared_distances(F.normalize(features(7, seed=2), dim=1).double(), F.normalize(features(6, seed=3, shift=0.2), dim=1).double())
+    eps = 0.05 * cost.median().item()
+    plan, _ = entropic_plan(cost, torch.tensor(eps, dtype=torch.float64), max_iter=20000, tol=1e-14)
+    assert torch.allclose(plan, finite_difference(lambda c: entropic_ot_value(c, eps), cost), atol=1e-7)  # dW_eps/dC = P*
+    leaf = cost.clone().requires_grad_()
+    (plan * leaf).sum().backward()
+    assert (leaf.grad >= 0).all()
+
+
+def test_topk_ot_match_gradient_holds_the_plan_fixed():
+    """Against the hand-derived gradient with the independent solver's plan: dX = 2R/(nd), dY = -2 P^T R / d."""
+    n, m, d = 8, 6, 5
+    x = F.normalize(features(n, seed=4), dim=1).double()[:, :d].contiguous().requires_grad_()
+    y = F.normalize(features(m, seed=5, shift=0.3), dim=1).double()[:, :d].contiguous().requires_grad_()
+    eps = 0.2
+    loss, _ = topk_ot_loss(x, y, epsilon=eps, epsilon_mode="absolute", tol=1e-14, max_iter=20000, cost_weight=0.0, match_weight=1.0, topk_weight=0.0)
+    loss.backward()
+    plan = reference_log_sinkhorn(squared_distances(x.detach(), y.detach()), eps, iterations=4000)
+    residual = x.detach() - n * plan @ y.detach()
+    assert torch.allclose(x.grad, 2 * residual / (n * d), atol=1e-9)
+    assert torch.allclose(y.grad, -2 * plan.T @ residual / d, atol=1e-9)

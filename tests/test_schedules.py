@@ -71,3 +71,18 @@ def test_config_rejects_unknown_schedule_names():
     with pytest.raises(ValueError, match="unknown schedule"):
         ScheduleConfig(kind="wobbly")
     assert set(SCHEDULES) == {"constant", "linear", "cosine", "sigmoid", "step", "exponential", "polynomial"}
+
+
+def test_align_weight_and_blur_scale_their_schedules():
+    from galaxy_da.config import load_config
+    from galaxy_da.train import epoch_knobs
+
+    overrides = {"optim.epochs": 5, "optim.warmup_epochs": 1, "schedules.align_weight": {"kind": "linear", "start": 0.0, "end": 2.0},
+                 "schedules.blur": {"kind": "constant", "start": 0.4, "end": 0.4}}
+    plain = load_config(None, overrides)
+    scaled = load_config(None, {**overrides, "align.weight": 3.0, "align.blur": 0.5})
+    for epoch in range(5):
+        a, b = epoch_knobs(plain, epoch), epoch_knobs(scaled, epoch)
+        assert b.align_weight == pytest.approx(3.0 * a.align_weight)
+        assert b.blur == pytest.approx(0.5 * a.blur)
+    assert epoch_knobs(plain, 4).align_weight == pytest.approx(2.0)

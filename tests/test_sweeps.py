@@ -16,7 +16,7 @@ import pytest
 
 from galaxy_da.sweep import space as search_space
 from galaxy_da.config import load_config
-from galaxy_da.sweep.cli import DEFAULT_CONFIG
+from galaxy_da.sweep.cli import SMOKE_CONFIG, base_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("[!_]*.py"))
@@ -32,13 +32,25 @@ def test_there_are_the_three_sweeps():
     assert {p.stem for p in SWEEPS} >= {"topk", "backbones", "schedules"}
 
 
+def sweep_base(path: Path) -> Path:
+    return load_sweep(path).get("CONFIG", base_config_path(path.stem))
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_every_value_of_every_sweep_gives_a_valid_config(path):
+def test_every_value_of_every_sweep_is_valid_on_that_sweeps_own_base_config(path):
     sweep = load_sweep(path)
-    base = load_config(DEFAULT_CONFIG).model_dump(mode="json")
-    for space in filter(None, (sweep["SPACE"], sweep.get("SMOKE_SPACE"))):
-        search_space.check_space(base, space)
+    for space, config in ((sweep["SPACE"], sweep_base(path)), (sweep.get("SMOKE_SPACE") or sweep["SPACE"], SMOKE_CONFIG)):
+        search_space.check_space(load_config(config).model_dump(mode="json"), space)
         assert set(search_space.to_tune(space)) == set(space)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_real_sweeps_tune_real_trials_not_the_smoke_configuration(path):
+    """The base config is sized for the quality benchmark: all its galaxies, not smoke.yaml's few hundred."""
+    cfg = load_config(sweep_base(path))
+    assert sweep_base(path) != SMOKE_CONFIG and cfg.data.path == "data/quality"
+    assert cfg.data.max_source is None and cfg.data.max_target is None
+    assert cfg.optim.epochs * (cfg.optim.steps_per_epoch or 1) >= 8 * 16
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)

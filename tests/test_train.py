@@ -121,7 +121,7 @@ def test_cli_train_logs_a_complete_mlflow_run(toy_dataset_odd, tmp_path):
     assert run.data.params["align.topk"] == "5" and run.data.params["model.backbone"] == "cnn"
     for tag in ("config_hash", "data_manifest_hash", "git_commit", "backbone", "method", "topk", "schedule"):
         assert run.data.tags.get(tag), tag
-    assert [m.step for m in client.get_metric_history(run_id, "src_val/macro_f1")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run_id, "src_val/macro_f1")] == [1]  # warm-up epoch 0 is not scored
     # smoke.yaml warms up for one epoch; the OT solver's convergence is logged once alignment is on
     assert [m.step for m in client.get_metric_history(run_id, "align/topk_ot_marginal_error_max")] == [1]
     per_step = client.get_metric_history(run_id, "step/align/topk_ot_marginal_error")  # every step of epoch 1
@@ -161,3 +161,67 @@ def test_the_shard_check_can_be_switched_off(toy_dataset, tmp_path):
     shutil.copytree(toy_dataset, data)
     tamper_with_shard(data / "source" / "part-00000.parquet")
     assert len(train(tiny(data, "data.verify_hashes=false"), checkpoint_dir=tmp_path / "ckpt").history) == 2
+
+
+def final_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(checkpoint_dir / LAST)["model"]
+
+
+def test_a_report_callback_cannot_shift_the_trainers_random_stream(toy_dataset, tmp_path):
+    """An analysis hook that builds a model and samples (bench/quality.py's oracle did) changes nothing."""
+    import numpy as np
+
+    from galaxy_da.models.registry import build_model
+
+    overrides = ["optim.epochs=3", "align.method=dann", "model.dropout=0.3"]
+
+    def greedy_hook(record, checkpoint_dir):
+        build_model(tiny(toy_dataset).model, 3, 3, 17)
+        torch.rand(1000)
+        np.random.rand(1000)
+
+    train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "plain")
+    train(tiny(toy_dataset, *overrides), greedy_hook, checkpoint_dir=tmp_path / "hooked")
+    plain, hooked = final_weights(tmp_path / "plain"), final_weights(tmp_path / "hooked")
+    assert all(torch.equal(plain[key], hooked[key]) for key in plain)
+
+
+def test_scoring_every_k_epochs_skips_warmup_and_changes_no_weight(toy_dataset, tmp_path):
+    overrides = ["optim.epochs=6", "optim.warmup_epochs=1", "align.method=energy"]
+    every = train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "every")
+    sparse = train(tiny(toy_dataset, *overrides, "selection.eval_every=2"), checkpoint_dir=tmp_path / "sparse")
+    scored = lambda result: [r["epoch"] for r in result.history if "select/src_val" in r]
+    assert scored(every) == [1, 2, 3, 4, 5]  # never the warm-up epoch
+    assert scored(sparse) == [2, 4, 5]  # every 2nd post-warm-up epoch, and the last
+    a, b = final_weights(tmp_path / "every"), final_weights(tmp_path / "sparse")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert sparse.best_epoch in scored(sparse)
+
+
+@pytest.mark.parametrize("rule, reads", [("src_val", {"source_val"}), ("entropy", {"target"}), ("dev", {"source_val", "target"})])
+def test_an_epoch_is_scored_on_the_splits_its_rule_reads_only(rule, reads, toy_dataset, tmp_path, monkeypatch):
+    import galaxy_da.train as train_module
+
+    predicted = []
+    real_predict = train_module.predict
+
+    def counting_predict(model, data, stats, batch_size, device):
+        predicted.append(len(data))
+        return real_predict(model, data, stats, batch_size, device)
+
+    monkeypatch.setattr(train_module, "predict", counting_predict)
+    cfg = tiny(toy_dataset, f"selection.rule={rule}", "optim.warmup_epochs=0", "optim.epochs=1", "align.method=energy")
+    result = train(cfg, checkpoint_dir=tmp_path)
+    from galaxy_da.trial_data import load_trial_data
+
+    data = load_trial_data(cfg)
+    sizes = {"source_val": len(data.source_val), "target": len(data.target_adapt)}
+    assert sorted(predicted) == sorted(sizes[split] for split in reads)
+    assert ("src_val/macro_f1" in result.history[0]) == ("source_val" in reads)
+
+
+def test_checkpoints_carry_the_cuda_generator_state_slot(toy_dataset, tmp_path):
+    train(tiny(toy_dataset, "optim.epochs=1", "optim.warmup_epochs=0"), checkpoint_dir=tmp_path)
+    state = load_checkpoint(tmp_path / LAST)
+    assert "cuda_rng" in state
+    assert (state["cuda_rng"] is None) == (not torch.cuda.is_available())

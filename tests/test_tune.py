@@ -80,17 +80,13 @@ def test_resources_follow_the_backbone():
     assert resources_for(resnet, settings, has_gpu=False) == {"cpu": 2}
 
 
-def test_a_stale_ray_cluster_file_means_a_fresh_local_instance(tmp_path, monkeypatch):
+def test_a_sweep_joins_a_running_cluster_only_when_asked(monkeypatch):
+    """Another Ray instance on the host (another user's, or a dead one) is never joined by default."""
     from galaxy_da.sweep import tuner as sweep_tune
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = sock.getsockname()[1]
-    stale = tmp_path / "ray_current_cluster"
-    stale.write_text(f"127.0.0.1:{dead}")
-    monkeypatch.setattr(sweep_tune, "RAY_CLUSTER_FILE", stale)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert sweep_tune.resolve_address(None) == "local"
+    assert sweep_tune.resolve_address("auto") == "auto"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert sweep_tune.resolve_address(None) == "ray://head:10001"
 

@@ -96,6 +96,7 @@ class ShardDataset:
         if info.type != pafs.FileType.File:
             partial = self.filesystem.get_file_info(f"{self.root}.partial")
             hint = " (a '.partial' folder exists: the write did not finish)" if partial.type != pafs.FileType.NotFound else ""
+            hint = hint or f" (render one with `galaxy-da synth --out {self.uri}`, or point --data / data.path at a dataset)"
             raise DatasetError(f"{self.uri}: no {MANIFEST_NAME}; not a finished dataset{hint}")
         return self._read_bytes(MANIFEST_NAME)
 
@@ -167,17 +168,43 @@ class ShardDataset:
 
 
 class TrainingView:
-    """What training and model selection may see: no target labels, ever."""
+    """What training and model selection may see: no target labels, ever.
+
+    Its public surface is source images with labels, target images without, and
+    manifest facts that carry no label information (class names, image shape,
+    manifest hash, split sizes). Its reference to the dataset is private: no public
+    attribute leads to :meth:`ShardDataset.evaluation_view`.
+    """
 
     def __init__(self, dataset: ShardDataset):
-        self.dataset = dataset
+        self._dataset = dataset
+
+    @property
+    def uri(self) -> str:
+        return self._dataset.uri
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._dataset.class_names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self._dataset.image_shape
+
+    @property
+    def manifest_hash(self) -> str:
+        return self._dataset.manifest_hash
+
+    def split_size(self, domain: str, split: str) -> int:
+        """Galaxies in a split (all classes together: a size, not a class count)."""
+        return sum(self._dataset.counts(domain, split))
 
     def source(self, split: str) -> ImageSet:
-        return self.dataset._image_set("source", split, with_labels=True)
+        return self._dataset._image_set("source", split, with_labels=True)
 
     def target(self, split: str = "adapt") -> ImageSet:
         """Target images of ``split``, labels withheld (``labels`` is None)."""
-        return self.dataset._image_set("target", split, with_labels=False)
+        return self._dataset._image_set("target", split, with_labels=False)
 
     def target_labels(self, *_: Any, **__: Any) -> None:
         raise LabelGuardError(
@@ -190,7 +217,7 @@ class EvaluationView(TrainingView):
     """Evaluation only: labelled access to every split of both domains."""
 
     def labelled(self, domain: str, split: str) -> ImageSet:
-        return self.dataset._image_set(domain, split, with_labels=True)
+        return self._dataset._image_set(domain, split, with_labels=True)
 
 
 def open_dataset(uri: str, verify: bool = False) -> ShardDataset:

@@ -2,8 +2,12 @@ r"""OT top-k soft matching: entropic optimal transport between the two batches.
 
 The reference's ``OTAlignmentLoss`` done right: the plan comes from a converged
 log-domain Sinkhorn (POT's ``sinkhorn_log``) instead of a fixed number of
-linear-domain iterations, the entropic scale can follow the data, and the three
-component weights come from the config.
+linear-domain iterations, the entropic scale can follow the data, the three
+component weights come from the config, and the gradients are those of the
+problem being solved (see :func:`topk_ot_loss`): the earlier version
+differentiated the plan through one row update with the column potential
+detached, which made the gradient of the transport cost negative on most
+entries, i.e. it pushed unmatched pairs apart.
 """
 
 from __future__ import annotations
@@ -34,33 +38,31 @@ def squared_distances(source: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
-    r"""Entropic OT plan between uniform marginals, differentiable in ``cost``.
+    r"""The converged entropic OT plan between uniform marginals (no graph: a constant).
 
     Solves :math:`\min_{P \in U(a, b)} \langle P, C\rangle - \varepsilon H(P)` with
-    :math:`a = 1/n`, :math:`b = 1/m`. The dual potentials come from POT's
-    log-domain Sinkhorn without a graph (it stops when
+    :math:`a = 1/n`, :math:`b = 1/m`, by POT's log-domain Sinkhorn (it stops when
     :math:`\lVert P^\top 1 - b\rVert_2 <` ``tol``, or after ``max_iter``
-    iterations). One differentiable row update then gives
+    iterations), then one more row half-step
 
     .. math:: P_{ij} = a_i\,\mathrm{softmax}_j\big(\log v_j - C_{ij}/\varepsilon\big),
 
-    whose rows sum to :math:`a` exactly, so gradients reach :math:`C` with memory
-    O(nm) whatever the iteration count; every step is a softmax or logsumexp,
-    so the plan is finite for any :math:`\varepsilon > 0`.
+    whose rows sum to :math:`a` exactly; the column error is the solver's. Every
+    step is a softmax or logsumexp, so the plan is finite for any
+    :math:`\varepsilon > 0`. The plan carries no graph: losses use it as a fixed
+    weight (see :func:`topk_ot_loss` for why that gives the right gradients).
 
     Shapes: ``cost`` (n, m), ``epsilon`` scalar -> (plan (n, m), iterations run).
     """
     import ot  # POT takes ~3 s to import; keep it out of config validation
 
     n, m = cost.shape
-    a = cost.new_full((n,), 1.0 / n)
-    b = cost.new_full((m,), 1.0 / m)
     with torch.no_grad():
-        _, log = ot.sinkhorn(
-            a, b, cost.detach(), float(epsilon), method="sinkhorn_log",
-            numItermax=max_iter, stopThr=tol, log=True, warn=False,
-        )
-    plan = F.softmax(log["log_v"][None, :] - cost / epsilon, dim=1) / n
+        cost = cost.detach()
+        a = cost.new_full((n,), 1.0 / n)
+        b = cost.new_full((m,), 1.0 / m)
+        _, log = ot.sinkhorn(a, b, cost, float(epsilon), method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True, warn=False)
+        plan = F.softmax(log["log_v"][None, :] - cost / epsilon, dim=1) / n
     return plan, int(log["niter"])
 
 
@@ -87,17 +89,34 @@ def topk_ot_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     r"""OT cost + soft-matching error + worst nearest-neighbour distances.
 
-    With :math:`C_{ij}=\lVert x_i-y_j\rVert^2` and the entropic plan :math:`P`
-    (see :func:`entropic_plan`; :math:`\varepsilon` = ``epsilon`` x median(C) when
-    ``epsilon_mode="relative"``, median detached, else ``epsilon``):
+    With :math:`C_{ij}=\lVert x_i-y_j\rVert^2` and the converged entropic plan
+    :math:`P^\star` (see :func:`entropic_plan`; :math:`\varepsilon` = ``epsilon`` x
+    median(C) when ``epsilon_mode="relative"``, else ``epsilon``; either way a
+    constant for the gradient):
 
     .. math::
-        \mathcal{L} = w_c \langle P, C\rangle
-            + w_m \tfrac{1}{nd}\lVert X - nPY\rVert_F^2
+        \mathcal{L} = w_c \langle P^\star, C\rangle
+            + w_m \tfrac{1}{nd}\lVert X - nP^\star Y\rVert_F^2
             + w_k \tfrac{1}{k}\,\mathrm{topk}_k\big(\min_j C_{ij}\big)_i
 
-    :math:`nPY` is each source point's barycentric image in the target batch, and
-    the top-k term is the mean of the k (clamped to n) largest source-to-nearest-
+    Gradients (the plan is a constant in all three terms):
+
+    - **cost term**: :math:`\partial\mathcal{L}_c/\partial C = P^\star`, the envelope
+      gradient of entropic OT :math:`W_\varepsilon(C) = \min_P \langle P,C\rangle -
+      \varepsilon H(P)`, so :math:`\partial/\partial x_i = 2\sum_j P^\star_{ij}(x_i - y_j)`:
+      every pair is pulled together in proportion to its transported mass, none
+      is pushed apart. Its value is the transport part :math:`\langle P^\star, C\rangle`.
+    - **match term**: the plan is a fixed soft assignment, as in DeepJDOT's
+      alternating scheme (Damodaran et al. 2018): with residual
+      :math:`R = X - nP^\star Y`, :math:`\partial/\partial X = \tfrac{2}{nd}R` and
+      :math:`\partial/\partial Y = -\tfrac{2}{d}P^{\star\top}R`. Each source point moves
+      toward its barycentric image and the targets toward the sources they
+      receive. Differentiating the plan too would reward reshaping the
+      assignment instead of closing the residual, and :math:`\partial P/\partial C`
+      grows like :math:`1/\varepsilon`.
+    - **top-k term**: a subgradient through each selected nearest pair.
+
+    The top-k term is the mean of the k (clamped to n) largest source-to-nearest-
     target squared distances. Computed in float64; the loss is returned in the
     input dtype.
 

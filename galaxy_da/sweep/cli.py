@@ -25,7 +25,8 @@ from typing import Any, Optional
 
 from galaxy_da.sweep.space import Space
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SMOKE_CONFIG = CONFIGS / "smoke.yaml"
 SMOKE_DATA = Path("data/smoke")
 # Tiny trials that still learn, so a newcomer's first comparison separates them: 3 epochs of 8 steps
 # on a few hundred 33 px galaxies, about 3 s of training per trial. The learning rate is constant:
@@ -42,10 +43,15 @@ SMOKE_SAMPLES = 3
 SMOKE_GRACE_PERIOD = 2
 
 
-def parser(description: Optional[str], num_samples: int, searcher: str, config: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
+def base_config_path(name: str) -> Path:
+    """A sweep's own base trial, sized for the quality benchmark: ``configs/sweep_<name>.yaml``."""
+    return CONFIGS / f"sweep_{name}.yaml"
+
+
+def parser(description: Optional[str], num_samples: int, searcher: str, config: Path) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
-    p.add_argument("--config", type=Path, default=config, help="base trial YAML (default: %(default)s)")
+    p.add_argument("--config", type=Path, help=f"base trial YAML (default: {config.relative_to(CONFIGS.parent)}; with --smoke-test: {SMOKE_CONFIG.relative_to(CONFIGS.parent)})")
     p.add_argument("--data", help="dataset path or URI (default: the config's data.path)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 3 epochs, a few trials; replaces the previous smoke sweep")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
@@ -54,13 +60,14 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default: %(default)s)")
     p.add_argument("--storage-path", default="ray_results", help="Ray results folder or URI (default: %(default)s)")
     p.add_argument("--name", help="sweep name; resume finds the sweep by it (default: the script's)")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, the node's running cluster, else local)")
+    p.add_argument("--address", help="Ray address: auto joins the node's running cluster (default: $RAY_ADDRESS, else a fresh local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
     p.add_argument(
-        "--grace-period", type=int, help=f"ASHA: epochs before the first cut (default: 1; {SMOKE_GRACE_PERIOD} with --smoke-test; 0: never prune)",
+        "--grace-period", type=int,
+        help=f"ASHA: epochs before the first cut (default: the first epoch after warm-up; {SMOKE_GRACE_PERIOD} with --smoke-test; 0: never prune)",
     )
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
     return p
@@ -75,16 +82,17 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
     return path
 
 
-def grace_period(args: argparse.Namespace, epochs: int) -> int:
-    """``--grace-period``, else 1, or for a smoke test :data:`SMOKE_GRACE_PERIOD` (at most every epoch)."""
+def grace_period(args: argparse.Namespace, epochs: int) -> Optional[int]:
+    """``--grace-period``; for a smoke test :data:`SMOKE_GRACE_PERIOD` (at most every epoch); else None,
+    the tuner's default (the first epoch after warm-up)."""
     if args.grace_period is not None:
         return args.grace_period
-    return min(SMOKE_GRACE_PERIOD, epochs) if args.smoke_test else 1
+    return min(SMOKE_GRACE_PERIOD, epochs) if args.smoke_test else None
 
 
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
-    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Path = DEFAULT_CONFIG,
+    smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Optional[Path] = None,
     prune: bool = True,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print the leaderboard and a JSON summary.
@@ -95,14 +103,14 @@ def main(
     """
     from galaxy_da.commands import guarded
 
+    config = config or base_config_path(name)
     cli = parser(description, num_samples, searcher, config)
     args = cli.parse_args(argv)
-    return guarded(cli.prog, lambda: run(name, space, smoke_space, args, prune))
+    return guarded(cli.prog, lambda: run(name, space, smoke_space, config, args, prune))
 
 
-def run(name: str, space: Space, smoke_space: Optional[Space], args: argparse.Namespace, prune: bool) -> int:
+def run(name: str, space: Space, smoke_space: Optional[Space], config: Path, args: argparse.Namespace, prune: bool) -> int:
     from galaxy_da.config import load_config
-    from galaxy_da.data.reader import ShardDataset
     from galaxy_da.sweep.settings import SweepSettings
 
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
@@ -110,16 +118,17 @@ def run(name: str, space: Space, smoke_space: Optional[Space], args: argparse.Na
         overrides["data.path"] = str(smoke_data())
     if args.data:
         overrides["data.path"] = args.data
-    cfg = load_config(args.config, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
+    config_path = args.config or (SMOKE_CONFIG if args.smoke_test else config)
+    cfg = load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
+    grace = grace_period(args, cfg.optim.epochs) if prune else 0
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
         num_samples=min(args.num_samples, SMOKE_SAMPLES) if args.smoke_test else args.num_samples,
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=(grace_period(args, cfg.optim.epochs) if prune else 0) or cfg.optim.epochs,  # a grace period of every epoch: no pruning
+        grace_period=cfg.optim.epochs if grace == 0 else grace,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
     )
-    ShardDataset(cfg.data.path, verify=cfg.data.verify_hashes).manifest  # a missing or corrupted dataset fails here, before any run
 
     from galaxy_da.sweep.state import discard_smoke_sweep
     from galaxy_da.sweep.summary import print_summary

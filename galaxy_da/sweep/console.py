@@ -10,7 +10,7 @@ and :class:`TrialProgress` prints instead::
 
     [1/3] laplacian+topk·k5·linear-0-0.5  started
     [1/3] laplacian+topk·k5·linear-0-0.5  epoch 1/3  select/src_val 0.5123
-    [2/3] topk_ot·k20·sigmoid-0-1         stopped by the scheduler after epoch 1 of 3; best select/src_val 0.4102
+    [2/3] topk_ot·k20·sigmoid-0-1         stopped by asha after epoch 2 of 3; best select/src_val 0.4102
     [1/3] laplacian+topk·k5·linear-0-0.5  finished; best select/src_val 0.5812 (epoch 2)
     [3/3] sinkhorn+topk·k1·constant-0.1   FAILED: DatasetError: ... (traceback: <trial folder>/error.txt)
 
@@ -26,6 +26,7 @@ from ray import tune
 
 from galaxy_da.sweep.naming import trial_run_name
 from galaxy_da.sweep.space import Space
+from galaxy_da.sweep.stops import announced_stop
 from galaxy_da.sweep.trainable import TIME_ATTR
 
 # The driver's environment during a sweep (worker output is not forwarded: ray.init(log_to_driver=False)).
@@ -47,8 +48,9 @@ def error_summary(trial) -> str:
 class TrialProgress(tune.Callback):
     """One line per trial start, epoch and end, each trial named after what it varied."""
 
-    def __init__(self, space: Space, metric: str, epochs: int, total: int):
+    def __init__(self, space: Space, metric: str, epochs: int, total: int, experiment_path: str):
         self.space, self.metric, self.epochs, self.total = space, metric, epochs, total
+        self.experiment_path = experiment_path  # where the scheduler announces the trials it stops
         self.numbers: dict[str, int] = {}
         self.width = 0
 
@@ -67,8 +69,9 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         result = trial.last_result or {}
         done, best = result.get(TIME_ATTR, 0), result.get("best/score", math.nan)
-        if done < self.epochs:
-            self._say(trial, f"stopped by the scheduler after epoch {done} of {self.epochs}; best {self.metric} {best:.4f}")
+        stopped_by = announced_stop(self.experiment_path, trial.trial_id)
+        if stopped_by is not None:
+            self._say(trial, f"stopped by {stopped_by} after epoch {done} of {self.epochs}; best {self.metric} {best:.4f}")
         else:
             self._say(trial, f"finished; best {self.metric} {best:.4f} (epoch {result.get('best/epoch', '?')})")
 

@@ -78,7 +78,7 @@ def to_markdown(rows: list[dict[str, Any]], rule: str) -> str:
     lines += [f"| {rank} | " + " | ".join(cell(row[c]) for c in MARKDOWN_COLUMNS) + " |" for rank, row in enumerate(rows, 1)]
     samples = sorted({row[SCORED_ON_TAG] for row in rows if row[SCORED_ON_TAG]})
     if samples:
-        lines += ["", f"best {rule} (training): the rule on what each trial evaluated every epoch, {'; '.join(samples)}."]
+        lines += ["", f"best {rule} (training): the rule on what each trial scored its epochs on, {'; '.join(samples)}."]
     return "\n".join(lines) + "\n"
 
 

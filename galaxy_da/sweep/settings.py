@@ -13,16 +13,6 @@ from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.sweep.space import Space
 
 
-def resolve_storage(path: str) -> str:
-    """A URI as it is; a local path made absolute.
-
-    Done once, when the settings are made: Ray reads a relative path as a URI
-    with an empty scheme (``Tuner.can_restore('ray_results/x')`` raises), and
-    the state file, the tuner and every trial must name the same folder.
-    """
-    return path if "://" in path else str(Path(path).resolve())
-
-
 # GPUs per trial when the cluster has GPUs; backbones not listed take one whole GPU.
 GPU_SHARE: dict[str, float] = {"cnn": 0.25, "resnet18": 1.0, "steerable": 1.0}
 
@@ -37,7 +27,7 @@ class SweepSettings:
     max_concurrent: int = 2
     searcher: str = "optuna"
     seed: int = 0
-    grace_period: int = 1
+    grace_period: Optional[int] = None  # ASHA's first rung in epochs; None: the first epoch after warm-up
     reduction_factor: int = 2
     max_failures: int = 1
     cpus_per_trial: float = 1.0
@@ -51,14 +41,18 @@ class SweepSettings:
     smoke: bool = False  # a smoke test: running it again replaces its previous run instead of refusing
 
     def __post_init__(self) -> None:
-        self.storage_path = resolve_storage(self.storage_path)
         for key in ("num_samples", "max_concurrent"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"sweep setting {key} (--{key.replace('_', '-')}): must be >= 1, got {getattr(self, key)}")
 
     @property
+    def storage_uri(self) -> str:
+        """``storage_path`` as Ray and pyarrow need it: a URI, or an absolute local path."""
+        return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).resolve())
+
+    @property
     def experiment_path(self) -> str:
-        return f"{self.storage_path.rstrip('/')}/{self.name}"
+        return f"{self.storage_uri.rstrip('/')}/{self.name}"
 
     @property
     def parent_run_name(self) -> str:

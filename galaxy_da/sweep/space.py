@@ -111,6 +111,15 @@ def check_space(base: dict[str, Any], space: Space) -> None:
             validate(apply_overrides(base, path_overrides(path, value)), source=f"search space {path}={value!r}")
 
 
+def largest_value(base: dict[str, Any], space: Space, key: str) -> Any:
+    """The largest value the dotted ``key`` takes in any trial of ``space`` (its base value if unvaried)."""
+    values = [validate(base, "base config").flat()[key]]
+    for path, spec in space.items():
+        for value in probe_values(path, spec):
+            values.extend(v for k, v in path_overrides(path, value).items() if k == key)
+    return max(values)
+
+
 def uses_grid(space: Space) -> bool:
     return any(_kind_and_args(path, spec)[0] == "grid" for path, spec in space.items())
 

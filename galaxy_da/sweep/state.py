@@ -58,7 +58,7 @@ def discard_smoke_sweep(settings: SweepSettings) -> Optional[str]:
     return state["parent_run_id"]
 
 
-def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri: str, resume: bool) -> str:
+def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri: str, resume: bool, base_hash: str) -> str:
     """The sweep's parent run: the stored one on resume, else a new one with the space and settings."""
     state = read_sweep_state(settings)
     if resume and state is not None:
@@ -76,7 +76,8 @@ def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri
     client.log_text(parent_run_id, json.dumps(asdict(settings), indent=1, default=str), "sweep_settings.json")
     client.log_text(parent_run_id, config_to_yaml(cfg), "base_config.yaml")
     write_sweep_state(settings, {
-        "parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri, "smoke": settings.smoke,
+        "parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri,
+        "base_config_hash": base_hash, "smoke": settings.smoke,
     })
     return parent_run_id
 
@@ -103,3 +104,36 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
     client.log_metric(parent_run_id, "sweep/trials", len(rows))
     client.set_terminated(parent_run_id, "FINISHED")
     return rows
+
+
+def close_orphaned_runs(client, grid) -> list[str]:
+    """Close the runs of trials that ended in Tune's eyes but not in MLflow's; return their ids.
+
+    A trial closes its own run. Only a driver killed between a scheduler's stop
+    and the trial's clean-up (the trial's actor dies with the driver) can leave
+    the run of an ended trial RUNNING or KILLED; after ``--resume`` the driver
+    closes it from the trial's last checkpoint, tagged ``closed_by=driver``.
+    """
+    from galaxy_da.checkpoint import LAST, load_checkpoint
+    from galaxy_da.sweep.trainable import RUN_ID_FILE
+    from galaxy_da.tracking import RunTracker
+    from galaxy_da.train import TrainResult
+    from galaxy_da.trial import close_finished_run
+
+    closed = []
+    for result in grid:
+        if result.error is not None or result.checkpoint is None:
+            continue
+        with result.checkpoint.as_directory() as folder:
+            folder = Path(folder)
+            run_id = json.loads((folder / RUN_ID_FILE).read_text())["run_id"]
+            if client.get_run(run_id).info.status not in ("RUNNING", "KILLED"):
+                continue
+            state = load_checkpoint(folder / LAST)
+            epochs_done, epochs = state["epoch"] + 1, state["config"]["optim"]["epochs"]
+            best = state["best"]
+            outcome = TrainResult(state["history"], best["epoch"], best["score"], folder, manifest_hash=state["data_manifest_hash"])
+            stop_tags = {"stopped_by": "scheduler", "stopped_after_epochs": str(epochs_done)} if epochs_done < epochs and not state.get("stopped_early") else {}
+            close_finished_run(RunTracker(TrialConfig(), tracking_uri=client.tracking_uri, run_id=run_id), outcome, state["data_path"], {"closed_by": "driver", **stop_tags})
+            closed.append(run_id)
+    return closed

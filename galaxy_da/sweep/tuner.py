@@ -2,22 +2,24 @@
 
 The launch layer: it imports Ray, and nothing in the core imports it.
 
-- Trials: :func:`tune_trial` builds the trial's config with the sampled dotted
-  overrides and calls the same :func:`galaxy_da.trial.run_trial` as
-  ``galaxy-da train``; each epoch it reports the record and the trial's
-  checkpoint folder (``last.pt``, ``best.pt``, ``mlflow_run.json``) to Tune.
-  Data reaches trials as a shard path or URI, never through the object store.
+- Trials: :class:`~galaxy_da.sweep.trainable.SweepTrial` trains the trial's
+  config (the base plus the sampled dotted overrides) with the same
+  :class:`~galaxy_da.trial.TrackedTrial` as ``galaxy-da train``, one scored epoch
+  per Tune step, and closes its own MLflow run. Actors are reused between
+  trials. Data reaches trials as a shard path or URI, never through the object store.
 - Search: Optuna's TPE (seeded) or Tune's random/grid generator
   (:data:`SEARCHERS`); ASHA prunes on ``epochs_done`` (``epoch + 1``, restored
-  with the checkpoint), on the label-free metric ``select/<rule>``, maximised.
-- Resources per trial by backbone (:data:`GPU_SHARE`): a quarter GPU for the
+  with the checkpoint) on the label-free metric ``select/<rule>``, maximised,
+  with its first rung after warm-up.
+- Resources per trial by backbone (:data:`~galaxy_da.sweep.settings.GPU_SHARE`): a quarter GPU for the
   small CNN, whole GPUs for ResNet-18 and steerable nets; CPUs otherwise.
 - MLflow: one parent run per sweep (search space, settings, leaderboard,
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
   to its child run, so MLflow holds exactly one child run per trial.
-- Resume: the parent run id lives in ``<experiment>/galaxy_da_sweep.json``;
-  ``Tuner.restore`` brings back the searcher, the scheduler and every trial.
+- Resume: the parent run id and the base config's hash live in
+  ``<experiment>/galaxy_da_sweep.json``; ``Tuner.restore`` brings back the
+  searcher, the scheduler and every trial; a different base config is refused.
 """
 
 from __future__ import annotations
@@ -26,25 +28,22 @@ import contextlib
 import logging
 import math
 import os
-import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import ray
 from ray import tune
 
-from galaxy_da.config import ConfigError, TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig, validate
+from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
-from galaxy_da.sweep.state import finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.stops import AnnouncingASHA
 from galaxy_da.sweep.tracking_server import tracking_server
-from galaxy_da.sweep.trainable import TIME_ATTR, ChildRunCloser, tune_trial
+from galaxy_da.sweep.trainable import TIME_ATTR, SweepTrial
 from galaxy_da.tracking import default_tracking_uri
-
-RAY_CLUSTER_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-
 
 # --------------------------------------------------------------------------- search
 
@@ -75,29 +74,42 @@ def build_searcher(settings: SweepSettings):
     return SEARCHERS[settings.searcher](settings)
 
 
-def build_scheduler(settings: SweepSettings, epochs: int):
-    from ray.tune.schedulers import ASHAScheduler
+def grace_period(base: dict[str, Any], settings: SweepSettings) -> int:
+    """ASHA's first rung, in epochs: by default the first epoch after the longest warm-up in the space.
 
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    A rung inside warm-up would compare trials before their alignment has run
+    (DESIGN principle 9), so an explicit grace period that short is refused.
+    """
+    warmup = search_space.largest_value(base, settings.space, "optim.warmup_epochs")
+    if settings.grace_period is None:
+        return warmup + 1
+    if settings.grace_period <= warmup:
+        raise ConfigError(
+            f"grace period {settings.grace_period} would prune inside warm-up: trials warm up for {warmup} epoch(s), "
+            f"so ASHA's first rung must come at epoch {warmup + 1} or later (--grace-period {warmup + 1})"
+        )
+    return settings.grace_period
+
+
+def build_scheduler(base: dict[str, Any], settings: SweepSettings):
+    return AnnouncingASHA(
+        settings.experiment_path, time_attr=TIME_ATTR, max_t=base["optim"]["epochs"],
+        grace_period=grace_period(base, settings), reduction_factor=settings.reduction_factor,
+    )
 
 
 # --------------------------------------------------------------------------- driver
 
 
 def resolve_address(address: Optional[str]) -> str:
-    """``address``, else ``$RAY_ADDRESS``, else ``auto`` if a Ray cluster answers on this node, else ``local``.
+    """``address``, else ``$RAY_ADDRESS``, else ``local``: a fresh Ray instance for this sweep alone.
 
-    A stale ``/tmp/ray/ray_current_cluster`` (Ray stopped) must not make us dial a dead cluster.
+    A running cluster is joined only when asked (``--address auto``, or
+    ``RAY_ADDRESS``, which the cluster YAMLs and the SLURM launcher set): on a
+    shared host, "the cluster on this node" may be somebody else's, or a dead
+    one that ``/tmp/ray/ray_current_cluster`` still names.
     """
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        return address
-    try:
-        host, port = RAY_CLUSTER_FILE.read_text().strip().rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=1):
-            return "auto"
-    except (OSError, ValueError):
-        return "local"
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 def start_ray(settings: SweepSettings) -> None:
@@ -107,6 +119,11 @@ def start_ray(settings: SweepSettings) -> None:
         address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
         log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
     )
+
+
+def base_hash(base: dict[str, Any]) -> str:
+    """The hash of a prepared base config (absolute paths; the tracking section left out)."""
+    return validate(base, "base config").hash()
 
 
 def prepare_base(cfg: TrialConfig) -> dict[str, Any]:
@@ -134,8 +151,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
     base = prepare_base(cfg)
     has_gpu = settings.use_gpu if settings.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     trainable = tune.with_parameters(
-        tune_trial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-        threads=int(settings.cpus_per_trial),
+        SweepTrial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
+        experiment_path=settings.experiment_path, threads=int(settings.cpus_per_trial),
     )
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
@@ -148,16 +165,16 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
         param_space=search_space.to_tune(settings.space),
         tune_config=tune.TuneConfig(
             metric=metric, mode="max", search_alg=build_searcher(settings),
-            scheduler=build_scheduler(settings, cfg.optim.epochs), num_samples=settings.num_samples,
-            max_concurrent_trials=settings.max_concurrent,
+            scheduler=build_scheduler(base, settings), num_samples=settings.num_samples,
+            max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=settings.name, storage_path=settings.storage_path,
+            name=settings.name, storage_path=settings.storage_uri,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[ChildRunCloser(), TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings))],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
+            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path)],
             verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
     )
@@ -178,17 +195,28 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     """Run (or resume) a sweep; the search space is checked against the config before Ray starts."""
     from mlflow.tracking import MlflowClient
 
-    search_space.check_space(cfg.model_dump(mode="json"), settings.space)
-    build_searcher(settings)  # fail on a bad searcher/space pairing before starting anything
-    if not resume and read_sweep_state(settings) is not None:
+    base = prepare_base(cfg)
+    search_space.check_space(base, settings.space)
+    build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
+    grace_period(base, settings)
+    # A missing, unfinished or corrupted dataset fails here, before anything starts.
+    ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes).manifest
+    state = read_sweep_state(settings)
+    if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
+    if resume and state is not None and state.get("base_config_hash") not in (None, base_hash(base)):
+        raise ConfigError(
+            f"--resume: the base config hashes to {base_hash(base)} but sweep {settings.name!r} was started from "
+            f"{state['base_config_hash']}; resume with the same config, data path and overrides, or start a new --name"
+        )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
     with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri, **QUIET_ENV):
         client = MlflowClient(tracking_uri)
-        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume)
+        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
         start_ray(settings)
         try:
             grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume).fit()
+            close_orphaned_runs(client, grid)
             complete = _complete(grid, settings)
             rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
             if not complete:
