@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synth
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast cluster-deps cluster-test clean
+.PHONY: install demo test test-fast ui cluster-deps cluster-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ cluster-deps:
 
 cluster-test: $(STAMP)
 	GALAXY_DA_CLUSTER_TEST=require $(VENV)/bin/pytest -m cluster tests/test_multihost.py $(PYTEST_ARGS)
+
+# The MLflow UI on the project's store (mlflow/mlflow.db); PORT=5001 make ui for another port.
+ui: $(STAMP)
+	@echo "MLflow UI of mlflow/mlflow.db: http://127.0.0.1:$${PORT:-5000}  (Ctrl-C stops it)"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow/serve.sh
 
 clean:
 	rm -rf $(VENV) data/synth data/synth.partial mlflow/mlflow.db mlflow/artifacts

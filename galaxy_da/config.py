@@ -26,13 +26,14 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from galaxy_da.config_errors import ConfigError, did_you_mean, invalid_configuration
+from galaxy_da.registries import ALIGNMENT_METHODS, BACKBONES
+
+__all__ = ["ConfigError", "TrialConfig", "load_config", "validate"]
+
 ORACLE_RULE = "oracle"
 LABEL_FREE_RULES = ("src_val", "entropy", "dev", "snd")
 GROUP_PATTERN = re.compile(r"^[CD]([1-9][0-9]*)$")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased with the dotted key at fault."""
 
 
 class _Section(BaseModel):
@@ -47,7 +48,7 @@ class DataConfig(_Section):
     eval_batch_size: int = Field(256, ge=1)
     normalization: Literal["per_domain", "shared", "none"] = "per_domain"
     augment: bool = True  # 8-fold dihedral augmentation of source training images
-    verify_hashes: bool = False
+    verify_hashes: bool = True  # check each shard's sha256 against the manifest as it is read
     max_source: Optional[int] = Field(None, ge=1)  # subsample for smoke runs
     max_target: Optional[int] = Field(None, ge=1)
 
@@ -73,8 +74,6 @@ class ModelConfig(_Section):
     @field_validator("backbone")
     @classmethod
     def _backbone(cls, value: str) -> str:
-        from galaxy_da.models.registry import BACKBONES
-
         if value not in BACKBONES:
             raise ValueError(f"unknown backbone {value!r}; choose from {sorted(BACKBONES)}")
         return value
@@ -159,8 +158,6 @@ class AlignConfig(_Section):
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        from galaxy_da.losses.alignment import ALIGNMENT_METHODS
-
         if value not in ALIGNMENT_METHODS:
             raise ValueError(f"unknown alignment method {value!r}; choose from {sorted(ALIGNMENT_METHODS)}")
         return value
@@ -291,31 +288,18 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _describe_error(error: dict[str, Any]) -> str:
-    path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
-    path = path or "<root>"
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    got = error.get("input")
-    if kind == "extra_forbidden":
-        return f"{path}: unknown key"
-    for bound, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if bound in ctx:
-            return f"{path}: must be {word} {ctx[bound]}, got {got!r}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{path}: {message}" + ("" if kind == "value_error" else f", got {got!r}")
+def validate(tree: dict[str, Any], source: str = "config", overrides: Optional[dict[str, str]] = None) -> TrialConfig:
+    """Build a :class:`TrialConfig`, turning pydantic errors into one :class:`ConfigError`.
 
-
-def validate(tree: dict[str, Any], source: str = "config") -> TrialConfig:
-    """Build a :class:`TrialConfig`, turning pydantic errors into one :class:`ConfigError`."""
+    ``overrides`` maps each dotted key set by an override to how the user wrote
+    it; a problem with such a key is blamed on the override, any other on ``source``.
+    """
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
     try:
         return TrialConfig.model_validate(tree)
     except ValidationError as exc:
-        # Union members each report; keep the most specific (longest-path) message per key.
-        lines = sorted({_describe_error(e) for e in exc.errors()})
-        raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
+        raise invalid_configuration(exc, TrialConfig, source, overrides or {}) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -329,34 +313,50 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(raw) if raw.strip() else None
 
 
+Overrides = Union[dict[str, Any], list[str], None]
+
+
+def override_items(overrides: Overrides) -> list[tuple[str, Any, str]]:
+    """``(dotted key, value, how it was written)`` for a dict or a list of ``key=value`` strings."""
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [(key, value, f"{key}={json.dumps(value)}") for key, value in overrides.items()]
+    return [(*parse_override(text), text) for text in overrides]
+
+
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"``, checking each section exists."""
     node = tree
     parts = key.split(".")
-    known = TrialConfig().model_dump()
+    known: Any = TrialConfig().model_dump()
     for depth, part in enumerate(parts[:-1]):
+        sections = [name for name, value in known.items() if isinstance(value, dict)] if isinstance(known, dict) else []
         known = known.get(part) if isinstance(known, dict) else None
         if not isinstance(known, dict):
-            raise ConfigError(f"{'.'.join(parts[: depth + 1])}: not a config section (in override {key!r})")
+            section = ".".join(parts[:depth])
+            hint = did_you_mean(part, sections, f"{section}." if section else "")
+            raise ConfigError(f"override {key}: {'.'.join(parts[: depth + 1])}: not a config section{hint}")
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{'.'.join(parts[: depth + 1])}: expected a mapping, got {node!r}")
     node[parts[-1]] = value
 
 
-def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+def apply_overrides(tree: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """Return a copy of ``tree`` with dotted overrides (a dict or ``key=value`` strings) applied."""
     tree = json.loads(json.dumps(tree))  # deep copy, JSON-safe
-    if not overrides:
-        return tree
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-    for key, value in items:
+    for key, value, _ in override_items(overrides):
         set_dotted(tree, key, value)
     return tree
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> TrialConfig:
-    """Load YAML (or defaults when ``path`` is None), apply dotted overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: Overrides = None) -> TrialConfig:
+    """Load YAML (or defaults when ``path`` is None), apply dotted overrides, validate.
+
+    An error names its origin: ``override align.topkk=3: align.topkk: unknown key;
+    did you mean align.topk?``, or the file for a key the file set.
+    """
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -370,7 +370,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    return validate(apply_overrides(tree, overrides), source)
+    origins = {key: f"override {text}" for key, _, text in override_items(overrides)}
+    return validate(apply_overrides(tree, overrides), source, origins)
 
 
 def config_to_yaml(cfg: TrialConfig) -> str:

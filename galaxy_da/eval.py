@@ -26,9 +26,7 @@ Figures go to the run's ``eval/plots/`` artifacts, with ``eval/metrics.json`` an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from galaxy_da import strict_json
 from galaxy_da.commands import TRACKING_URI_HELP
 from galaxy_da.config import TrialConfig, validate
 from galaxy_da.data.loader import ChannelStats
@@ -81,19 +80,23 @@ class LoadedRun:
     stats: dict[str, ChannelStats]  # per domain
     manifest_hash: str
     data_path: str
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # every epoch the run trained (from last.pt), not only those up to best.pt
     checkpoint: str
     checkpoint_epoch: int
 
 
 def load_run(run_id: str, tracking_uri: Optional[str] = None, checkpoint: str = "best") -> LoadedRun:
-    """Download ``checkpoints/<checkpoint>.pt`` and rebuild the config and model (strict load)."""
+    """Download ``checkpoints/<checkpoint>.pt`` and rebuild the config and model (strict load).
+
+    The training history comes from ``last.pt``: ``best.pt`` holds the epochs up to the best one only.
+    """
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.tracking import default_tracking_uri, load_run_checkpoint
 
     tracking_uri = tracking_uri or default_tracking_uri()
     state = load_run_checkpoint(run_id, checkpoint, tracking_uri)
+    last = state if checkpoint == "last" else load_run_checkpoint(run_id, "last", tracking_uri)
     run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     cfg = validate(state["config"], source=f"run {run_id} checkpoint config")
     channels, height, _ = state["image_shape"]
@@ -109,15 +112,18 @@ def load_run(run_id: str, tracking_uri: Optional[str] = None, checkpoint: str = 
         stats={domain: ChannelStats(tuple(s["mean"]), tuple(s["std"])) for domain, s in state["norm_stats"].items()},
         manifest_hash=run.data.tags.get("data_manifest_hash") or state["data_manifest_hash"],
         data_path=state["data_path"],
-        history=list(state["history"]),
+        history=list(last["history"]),
         checkpoint=checkpoint,
         checkpoint_epoch=int(state["epoch"]),
     )
 
 
-def open_dataset_for(run: LoadedRun, data: Optional[str] = None) -> ShardDataset:
-    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on."""
-    dataset = ShardDataset(data or run.data_path)
+def open_dataset_for(run: LoadedRun, data: Optional[str] = None, check_hashes: bool = True) -> ShardDataset:
+    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on.
+
+    Every shard read is checked against the manifest's sha256 unless ``check_hashes`` is False.
+    """
+    dataset = ShardDataset(data or run.data_path, check_hashes=check_hashes)
     if dataset.manifest_hash != run.manifest_hash:
         logger.warning(
             "dataset %s has manifest sha256 %s, but run %s was trained on manifest sha256 %s; "
@@ -260,7 +266,11 @@ def _per_class_recall(evaluation: Evaluation) -> Figure:
 def _history(evaluation: Evaluation) -> Figure:
     from galaxy_da.plots import plot_history
 
-    return plot_history(evaluation.run.history, f"{evaluation.run.run_name}: training history")
+    run = evaluation.run
+    return plot_history(
+        run.history, f"{run.run_name}: training history", marked_epoch=run.checkpoint_epoch,
+        marked_label=f"{run.checkpoint}.pt (epoch {run.checkpoint_epoch})",
+    )
 
 
 SPLIT_FIGURES: dict[str, Callable[[Evaluation, str], Figure]] = {
@@ -301,28 +311,23 @@ def format_summary(evaluation: Evaluation) -> str:
     """A readable table: metric rows; source val, target test and majority-on-target-test columns."""
     metrics, names = evaluation.metrics, evaluation.run.class_names
     rows = list(SUMMARY_ROWS[:3]) + [f"recall/{n}" for n in names] + [f"precision/{n}" for n in names] + list(SUMMARY_ROWS[3:])
-    majority_header = f"majority ({evaluation.majority_class})"
+    domain = {f"  {key.removeprefix('eval/domain/')}": value for key, value in metrics.items() if key.startswith("eval/domain/")}
+    select = {key.removeprefix("eval/select/"): value for key, value in metrics.items() if key.startswith("eval/select/")}
+    width = max(len(label) for label in [*rows, *domain, *(f"  {rule}" for rule in select)]) + 2  # every value in one column
     lines = [
         f"run {evaluation.run.run_id}: {evaluation.title}",
-        f"{'metric':<22}{'source val':>12}{'target test':>12}  {majority_header}",
+        f"{'metric':<{width}}{'source val':>12}{'target test':>12}  majority ({evaluation.majority_class})",
     ]
     for row in rows:
         majority = metrics.get(f"eval/tgt_test/majority_{row}")
-        lines.append(f"{row:<22}{_cell(metrics[f'eval/src_val/{row}'])}{_cell(metrics[f'eval/tgt_test/{row}'])}  {_cell(majority)}")
+        lines.append(f"{row:<{width}}{_cell(metrics[f'eval/src_val/{row}'])}{_cell(metrics[f'eval/tgt_test/{row}'])}  {_cell(majority)}")
     lines.append("domain gap (source val vs target test features):")
-    lines += [f"  {key.removeprefix('eval/domain/'):<20}{value:>12.4f}" for key, value in metrics.items() if key.startswith("eval/domain/")]
-    lines.append("selection scores of this checkpoint (higher = better):")
-    for key, value in metrics.items():
-        if key.startswith("eval/select/"):
-            rule = key.removeprefix("eval/select/")
-            flag = "  <- ORACLE: reads target test labels, analysis only" if rule == ORACLE else "  (label-free)"
-            lines.append(f"  {rule:<20}{value:>12.4f}{flag}")
+    lines += [f"{label:<{width}}{_cell(value)}" for label, value in domain.items()]
+    lines.append("selection scores of this checkpoint on the full splits (higher = better):")
+    for rule, value in select.items():
+        flag = "  <- ORACLE: reads target test labels, analysis only" if rule == ORACLE else "  (label-free)"
+        lines.append(f"{'  ' + rule:<{width}}{_cell(value)}{flag}")
     return "\n".join(lines)
-
-
-def json_ready(metrics: dict[str, float]) -> dict[str, Optional[float]]:
-    """NaN and infinities become ``null`` so the file is strict JSON."""
-    return {key: value if math.isfinite(value) else None for key, value in metrics.items()}
 
 
 def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, plots: bool = True) -> None:
@@ -337,7 +342,7 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, 
         "eval.data_path": dataset.uri,
         "eval.data_manifest_hash": dataset.manifest_hash,
     })
-    tracker.log_text(json.dumps(json_ready(evaluation.metrics), indent=1), "eval/metrics.json")
+    tracker.log_text(strict_json.dumps(evaluation.metrics, indent=1), "eval/metrics.json")
     tracker.log_text(summary + "\n", "eval/summary.txt")
     if not plots:
         return
@@ -348,7 +353,7 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, 
 
 def evaluate_run(
     run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True,
-    device: str = "auto", plots: bool = True,
+    device: str = "auto", plots: bool = True, check_hashes: bool = True,
 ) -> dict[str, float]:
     """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
 
@@ -357,7 +362,7 @@ def evaluate_run(
     ``LookupError`` for an unknown run or a run without that checkpoint.
     """
     run = load_run(run_id, tracking_uri, checkpoint)
-    dataset = open_dataset_for(run, data)
+    dataset = open_dataset_for(run, data, check_hashes)
     evaluation = evaluate_loaded(run, dataset, device)
     summary = format_summary(evaluation)
     print(summary, flush=True)
@@ -377,15 +382,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to evaluate, whatever the run trained on (default: %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")
+    parser.add_argument("--no-verify-hashes", action="store_true", help="do not check each shard's sha256 against the manifest")
 
 
 def run(args: argparse.Namespace) -> int:
     """``galaxy-da eval`` / ``python -m galaxy_da.eval``."""
     logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
-    metrics = evaluate_run(args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log, device=args.device)
+    metrics = evaluate_run(
+        args.run_id, args.tracking_uri, args.data, args.checkpoint, log=not args.no_log, device=args.device,
+        check_hashes=not args.no_verify_hashes,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_ready(metrics), indent=1))
+        args.json.write_text(strict_json.dumps(metrics, indent=1))
     return 0
 
 

@@ -247,28 +247,45 @@ HISTORY_PANELS = (
 )
 
 
-def plot_history(history: list[dict], title: str) -> Figure:
-    """Per-epoch curves, one panel per metric family present in ``history``.
+HISTORY_COLUMNS = 4  # panels per row: seven panels make a 4 x 2 grid of about 1730 x 720 px
+
+
+def plot_history(history: list[dict], title: str, marked_epoch: Optional[int] = None, marked_label: str = "") -> Figure:
+    """Per-epoch curves, one panel per metric family present in ``history``, on a grid for a screen.
 
     ``history`` is one dict per epoch with an ``epoch`` key (the list index if
     absent) and namespaced metrics; panels: ``train/*`` losses,
     ``src_val/acc`` and ``src_val/macro_f1``, ``select/*`` (the selection
-    score), ``schedule/*``, ``align/*``.
-    A metric missing at some epoch is a gap in its curve.
+    score), ``schedule/*``, ``align/*``. A metric missing at some epoch is a
+    gap in its curve. ``marked_epoch`` draws a dashed line in every panel
+    (the checkpoint being evaluated, e.g. ``best.pt``), labelled ``marked_label``.
     """
     epochs = np.array([record.get("epoch", index) for index, record in enumerate(history)])
     keys = sorted({key for record in history for key in record if key != "epoch"})
     panels = [(name, [key for key in keys if belongs(key)], scale) for name, belongs, scale in HISTORY_PANELS]
     panels = [panel for panel in panels if panel[1]] or [("no metrics logged", [], "linear")]
-    fig, axes = _figure(title, len(panels), panel_size=(4.4, 3.6))
+    columns = min(HISTORY_COLUMNS, len(panels))
+    fig, axes = _figure(title, columns, rows=-(-len(panels) // columns), panel_size=(3.6, 3.0))
     for ax, (name, members, scale) in zip(axes, panels):
         for key in members:
             values = np.array([record.get(key, np.nan) for record in history], dtype=np.float64)
             ax.plot(epochs, values, marker="o", markersize=3, label=key)
+        if marked_epoch is not None:
+            ax.axvline(marked_epoch, color="black", linestyle="--", linewidth=1, label=marked_label or f"epoch {marked_epoch}")
         ax.set(xlabel="epoch", title=name, yscale=scale)
         if members:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6)
+    for ax in axes[len(panels):]:
+        ax.remove()
     return fig
+
+
+def _rank_correlation(values: np.ndarray, oracle: np.ndarray) -> str:
+    """``Spearman rho = 0.42``, or why it is undefined (scipy warns and returns NaN on constant input)."""
+    finite = np.isfinite(values) & np.isfinite(oracle)
+    if min(len(np.unique(values[finite])), len(np.unique(oracle[finite]))) < 2:
+        return "Spearman rho undefined (all candidates tie)"
+    return f"Spearman rho = {spearmanr(values[finite], oracle[finite]).statistic:.2f}"
 
 
 def plot_score_vs_oracle(scores: Mapping[str, Sequence[float]], oracle: Sequence[float], title: str) -> Figure:
@@ -288,8 +305,7 @@ def plot_score_vs_oracle(scores: Mapping[str, Sequence[float]], oracle: Sequence
         ax.scatter(
             values[best], oracle[best], s=120, facecolors="none", edgecolors="black", label=f"oracle best: {oracle[best]:.3f}"
         )
-        rho = spearmanr(values, oracle, nan_policy="omit").statistic
         ax.set(xlabel=f"{rule} score (higher = better)", ylabel="ORACLE: target test macro-F1")
-        ax.set_title(f"{rule}: Spearman rho = {rho:.2f}")
+        ax.set_title(f"{rule}: {_rank_correlation(values, oracle)}")
         ax.legend(fontsize=7, loc="best")
     return fig

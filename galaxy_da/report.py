@@ -6,7 +6,8 @@ the parent run receives, under ``report/``:
 
 - ``leaderboard.md`` / ``leaderboard.csv``: one row per child run (run, name,
   backbone, method, top-k, schedule, seed), its label-free selection scores per
-  rule, the ORACLE target test macro-F1 and target acc / balanced acc, source val acc;
+  rule on the full splits (columns ``<rule> (full splits)``: the sweep's own
+  leaderboard holds training-time scores, possibly on a subsample), the ORACLE target test macro-F1 and target acc / balanced acc, source val acc;
   rows sorted by the sweep's own label-free selection rule;
 - ``groups.csv``: runs sharing ``config_hash_noseed`` (the same config, several
   seeds) with n, mean, standard deviation and the 95% t-interval of target
@@ -40,9 +41,17 @@ from galaxy_da.selection import ORACLE, SELECTION_RULES
 TAG_COLUMNS = ("backbone", "method", "topk", "schedule", "seed")
 GROUP_TAG = "config_hash_noseed"
 ORACLE_COLUMN = f"{ORACLE}: tgt_test macro_f1"
+
+
+def score_column(rule: str) -> str:
+    """A label-free rule's column: eval scores the checkpoint on the full splits, while the sweep's own
+    leaderboard shows the training-time score, on a subsample when ``data.max_source`` / ``max_target`` is set."""
+    return f"{rule} (full splits)"
+
+
 # Leaderboard column -> the eval metric it shows.
 METRIC_COLUMNS = {
-    **{f"select/{rule}": f"eval/select/{rule}" for rule in SELECTION_RULES},
+    **{score_column(rule): f"eval/select/{rule}" for rule in SELECTION_RULES},
     ORACLE_COLUMN: f"eval/select/{ORACLE}",
     "tgt_test acc": "eval/tgt_test/acc",
     "tgt_test balanced_acc": "eval/tgt_test/balanced_acc",
@@ -155,9 +164,9 @@ def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: 
             continue
         rows.append(leaderboard_row(run, metrics[run.info.run_id]))
     sort_rule = children[0].data.tags.get("selection_rule", "src_val")
-    sort_column = f"select/{sort_rule}"
+    sort_column = score_column(sort_rule)
     rows.sort(key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
-    regret = {rule: selection_regret(rows, f"select/{rule}") for rule in SELECTION_RULES}
+    regret = {rule: selection_regret(rows, score_column(rule)) for rule in SELECTION_RULES}
     first = next(iter(metrics.values()), {})
     baseline = {key: first.get(key, math.nan) for key in BASELINE_METRICS}
     return SweepReport(parent_run_id, rows, seed_groups(rows, metrics), regret, sort_rule, skipped, baseline)
@@ -196,7 +205,9 @@ def to_markdown(report: SweepReport) -> str:
     group_columns = list(report.groups[0]) if report.groups else [GROUP_TAG]
     sections = [
         f"# Sweep report: parent run {report.parent_run_id}",
-        f"{len(report.rows)} evaluated child runs, sorted by the sweep's label-free rule `{report.sort_rule}`. "
+        f"{len(report.rows)} evaluated child runs, sorted by the sweep's label-free rule `{report.sort_rule}`, "
+        "each rule scoring the run's checkpoint on the full source val and target adapt splits (the sweep's own "
+        "leaderboard shows training-time scores, on the subsample its `scored_on` tag names). "
         f"The `{ORACLE_COLUMN}` column is the ORACLE: it reads target test labels and is for analysis only; "
         "it never selects a run.",
         f"Majority-class predictor on target test: {baseline}.",
@@ -216,7 +227,7 @@ def to_markdown(report: SweepReport) -> str:
 def score_vs_oracle_figure(report: SweepReport):
     from galaxy_da.plots import plot_score_vs_oracle
 
-    scores = {rule: [row[f"select/{rule}"] for row in report.rows] for rule in SELECTION_RULES}
+    scores = {rule: [row[score_column(rule)] for row in report.rows] for rule in SELECTION_RULES}
     oracle = [row[ORACLE_COLUMN] for row in report.rows]
     return plot_score_vs_oracle(scores, oracle, f"sweep {report.parent_run_id[:8]}: label-free score vs ORACLE")
 

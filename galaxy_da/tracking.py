@@ -17,21 +17,39 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig, config_to_yaml
 
 DEFAULT_STORE = Path("mlflow")
 EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
 PARAM_VALUE_LIMIT = 6000
+SCORED_ON_TAG = "scored_on"  # what a trial's epoch scores were computed on (subsampled or full splits)
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else the project's sqlite store ``mlflow/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve() / 'mlflow.db'}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """A command that opens the MLflow UI on ``tracking_uri`` once a sweep's own server is gone.
+
+    ``make ui`` (from the repository root) for this checkout's store, else the
+    venv's ``mlflow ui`` on that store; a server URI is printed as it is.
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if tracking_uri == f"sqlite:///{checkout / DEFAULT_STORE / 'mlflow.db'}" and (checkout / "Makefile").is_file():
+        return "make ui"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return f"{mlflow if mlflow.exists() else 'mlflow'} ui --backend-store-uri {tracking_uri}"
 
 
 def artifact_root_for(tracking_uri: str) -> Optional[str]:
@@ -178,7 +196,7 @@ def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkp
     for name in (BEST, LAST):
         if (checkpoint_dir / name).is_file():
             tracker.log_artifact(checkpoint_dir / name, "checkpoints")
-    tracker.log_text(json.dumps(history, indent=1, default=str), "history.json")
+    tracker.log_text(strict_json.dumps(history, indent=1, default=str), "history.json")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training_history.png"
         save(plot_history(history, title=title), path)

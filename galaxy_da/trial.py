@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from galaxy_da.config import TrialConfig
+from galaxy_da.selection import RULE_READS
+from galaxy_da.tracking import SCORED_ON_TAG
 from galaxy_da.train import Trainer, TrainResult
+from galaxy_da.trial_data import TrialData
 
 ERROR_TAG_LIMIT = 5000
 
@@ -48,6 +51,24 @@ def format_record(record: dict[str, Any], rule: str) -> str:
     if f"select/{rule}" in record:
         line += f"  {rule} {record[f'select/{rule}']:.4f}"
     return line + f"  ({record['train/images_per_s']:.0f} img/s)"
+
+
+SCORED_SPLITS = {"source_val": ("source val", "source", "val"), "target": ("target adapt", "target", "adapt")}
+
+
+def scored_on(data: TrialData, rule: str) -> str:
+    """What the rule's epoch scores are computed on, e.g. ``source val 160 of 300`` or ``target adapt 480 (full split)``.
+
+    ``data.max_source`` / ``data.max_target`` subsample the splits, so a trial's
+    ``select/<rule>`` can differ from the same rule on the full splits (``galaxy-da eval``).
+    """
+    used = {"source_val": len(data.source_val), "target": len(data.target_adapt)}
+    samples = []
+    for reads in sorted(RULE_READS[rule]):
+        name, domain, split = SCORED_SPLITS[reads]
+        total = data.view.split_size(domain, split)
+        samples.append(f"{name} {used[reads]} of {total}" if used[reads] < total else f"{name} {total} (full split)")
+    return ", ".join(samples)
 
 
 class TrackedTrial:
@@ -80,6 +101,7 @@ class TrackedTrial:
             self.tracker = RunTracker(cfg, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
             if run_id is not None:
                 self.tracker.client.update_run(run_id, status="RUNNING")
+            self.tracker.set_tags({SCORED_ON_TAG: scored_on(self.trainer.data, cfg.selection.rule)})
         self.closed = False
 
     @property

@@ -48,7 +48,7 @@ class TrialData:
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:
     """Source train/val with labels, target adapt without; statistics from training splits only."""
-    dataset = ShardDataset(cfg.data.path, verify=cfg.data.verify_hashes)
+    dataset = ShardDataset(cfg.data.path, check_hashes=cfg.data.verify_hashes)
     view = dataset.training_view()
     source_train = _subsample(view.source("train"), cfg.data.max_source, cfg.seed)
     source_val = _subsample(view.source("val"), cfg.data.max_source, cfg.seed + 1)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The project's MLflow tracking server.
 #
+#   make ui                            # the same, with the project's venv (from the repository root)
 #   mlflow/serve.sh                    # the local store mlflow/mlflow.db, artifacts in mlflow/artifacts, on 127.0.0.1:5000
 #   PORT=5001 HOST=0.0.0.0 mlflow/serve.sh
 #   HOST=10.0.0.1 mlflow/serve.sh --app-name basic-auth --backend-store-uri postgresql+psycopg2://mlflow@127.0.0.1/mlflow \
 #       --serve-artifacts --artifacts-destination s3://bucket/galaxy-da/mlflow --allowed-hosts 10.0.0.1:5000,10.0.0.1
 #
 # Extra arguments replace the defaults. Sweeps start their own server on a free
-# port for their duration (galaxy_da/mlflow_server.py) when the tracking URI is a
+# port for their duration (galaxy_da/sweep/tracking_server.py) when the tracking URI is a
 # local sqlite file; run this one to browse results, or as the one shared server
 # of a cluster (then with --artifacts-destination on shared storage: the server
 # proxies artifacts, so nodes need no access to the store's folder), behind

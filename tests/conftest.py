@@ -70,3 +70,15 @@ def labels_dir() -> Path:
     if not LABELS_DIR.is_dir():
         pytest.skip(f"the real label tables are not at {LABELS_DIR}")
     return LABELS_DIR
+
+
+def tamper_with_shard(shard: Path) -> None:
+    """Rewrite ``shard`` as valid Parquet with one pixel changed: a corruption no Parquet reader notices."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shard)
+    images = table["image"].to_pylist()
+    images[0] = bytes([images[0][0] ^ 0xFF]) + images[0][1:]
+    column = table.schema.get_field_index("image")
+    pq.write_table(table.set_column(column, table.schema.field(column), pa.array(images, table.schema.field(column).type)), shard, compression="zstd")

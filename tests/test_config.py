@@ -1,9 +1,12 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from galaxy_da.config import ConfigError, TrialConfig, load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_validate_and_round_trip(tmp_path):
@@ -78,3 +81,36 @@ def test_hash_is_stable_across_processes():
 def test_flat_view_uses_dotted_paths():
     flat = TrialConfig().flat()
     assert flat["align.topk"] == 5 and flat["schedules.blur.kind"] == "constant"
+
+
+def test_an_unknown_key_gets_the_nearest_known_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["align.topkk=3"])
+    assert "align.topkk: unknown key; did you mean align.topk?" in str(info.value)
+    with pytest.raises(ConfigError, match=r"alin: not a config section; did you mean align\?"):
+        load_config(overrides=["alin.topk=3"])
+
+
+def test_a_problem_is_blamed_on_where_it_came_from(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("optim:\n  lrr: 0.01\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["align.topkk=3"])
+    lines = str(info.value).splitlines()
+    assert f"  {path}: optim.lrr: unknown key; did you mean optim.lr?" in lines
+    assert "  override align.topkk=3: align.topkk: unknown key; did you mean align.topk?" in lines
+    with pytest.raises(ConfigError) as info:  # one problem: one line, naming the override, not the file
+        load_config(None, ["optim.warmup_epochs=30"])
+    assert str(info.value) == "override optim.warmup_epochs=30: optim: warmup_epochs (30) must be < epochs (20)"
+
+
+def test_a_config_error_on_the_command_line_comes_back_before_torch_is_imported():
+    """`galaxy-da train` validates the config before importing torch, scikit-learn, Ray or MLflow (7-9 s of imports)."""
+    code = (
+        "import sys; from galaxy_da.cli import main; "
+        "status = main(['train', '--config', 'configs/smoke.yaml', 'align.topkk=3']); "
+        "print(status, [m for m in ('torch', 'sklearn', 'ray', 'mlflow', 'geomloss', 'ot') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
+    assert done.stderr.strip() == "galaxy-da train: error: override align.topkk=3: align.topkk: unknown key; did you mean align.topk?"

@@ -8,7 +8,7 @@ from galaxy_da.data.loader import BatchStream, ChannelStats, dihedral, dihedral_
 from galaxy_da.data.reader import DatasetError, LabelGuardError, ShardDataset
 from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.writer import DatasetWriter
-from tests.conftest import write_toy_dataset
+from tests.conftest import tamper_with_shard, write_toy_dataset
 
 
 def test_round_trip_preserves_every_row(tmp_path):
@@ -50,6 +50,18 @@ def test_corrupted_shard_is_named(tmp_path, toy_dataset):
     shard.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="target/part-00001.parquet: sha256"):
         ShardDataset(str(copy), verify=True)
+
+
+def test_every_read_checks_the_shard_unless_told_not_to(tmp_path, toy_dataset):
+    """A shard rewritten as valid Parquet (one pixel changed) is refused by a plain read, naming it."""
+    copy = tmp_path / "copy"
+    shutil.copytree(toy_dataset, copy)
+    tamper_with_shard(copy / "target" / "part-00001.parquet")
+    with pytest.raises(DatasetError, match=r"copy/target/part-00001\.parquet: sha256 .* does not match the manifest"):
+        ShardDataset(str(copy)).training_view().target("adapt")
+    assert ShardDataset(str(copy)).training_view().source("train").images.shape[0] > 0  # other shards still read
+    unchecked = ShardDataset(str(copy), check_hashes=False).training_view().target("adapt")
+    assert unchecked.images.shape == ShardDataset(str(toy_dataset)).training_view().target("adapt").images.shape
 
 
 def test_unfinished_dataset_is_never_read(tmp_path):

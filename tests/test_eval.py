@@ -102,6 +102,45 @@ def test_same_dataset_does_not_warn(trained_run, store, caplog):
     assert run.checkpoint == "best" and run.class_names == ["elliptical", "irregular", "spiral"]
 
 
+def test_summary_values_share_one_column(trained_run, store, capsys):
+    """Long labels (``centroid_dist/elliptical``) do not push their value out of the column."""
+    assert run_eval.main(["--run-id", trained_run, "--tracking-uri", store, "--no-log"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("metric"))
+    column_end = header.index("source val") + len("source val")
+    numeric = [line for line in lines[2:] if line[:column_end].rstrip()[-1:].isdigit()]
+    assert any("centroid_dist/elliptical" in line for line in numeric)
+    for line in numeric:
+        assert line[column_end - 1].isdigit() and line[column_end:column_end + 1] in ("", " "), line
+
+
+def test_history_figure_covers_the_whole_run_not_only_up_to_best(trained_run, store, tmp_path):
+    """best.pt's history stops at the best epoch; the history drawn is last.pt's, every epoch."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+
+    client = MlflowClient(tracking_uri=store)
+    client.download_artifacts(trained_run, "checkpoints", str(tmp_path))
+    assert (tmp_path / "checkpoints" / LAST).is_file()
+    best = load_checkpoint(tmp_path / "checkpoints" / BEST)
+    best["history"], best["epoch"] = best["history"][:1], 0  # a run whose best epoch came first
+    save_checkpoint(best, tmp_path / "checkpoints" / BEST)
+    run_id = client.create_run(client.get_run(trained_run).info.experiment_id).info.run_id
+    client.log_artifacts(run_id, str(tmp_path / "checkpoints"), "checkpoints")
+    run = run_eval.load_run(run_id, store)
+    assert run.checkpoint_epoch == 0 and [record["epoch"] for record in run.history] == [0, 1]
+
+
+def test_history_json_is_strict_json(trained_run, store, tmp_path):
+    """json.dumps wrote -Infinity for best/score before the first eligible epoch; strict parsers reject it."""
+    from mlflow.tracking import MlflowClient
+
+    text = Path(MlflowClient(tracking_uri=store).download_artifacts(trained_run, "history.json", str(tmp_path))).read_text()
+    history = json.loads(text, parse_constant=lambda name: pytest.fail(f"history.json holds {name}"))
+    assert history[0]["best/score"] is None  # warm-up epoch 0: no eligible score yet
+
+
 def test_a_run_trained_on_cuda_evaluates_on_a_cpu_only_machine(toy_dataset, store, tmp_path):
     """The checkpoint of a CUDA run says device=cuda; --device (default auto) is this machine's choice."""
     import torch

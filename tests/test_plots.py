@@ -82,6 +82,22 @@ def test_history_has_one_panel_per_metric_family_present():
     assert np.isnan(src_val_line.get_ydata()[1])  # a missing epoch is a gap, not a zero
 
 
+def test_a_full_history_is_laid_out_for_a_screen_and_marks_the_evaluated_epoch(tmp_path):
+    """Seven metric families: a 4 x 2 grid within 1920 x 1080 px, not 3,696 x 432 px in one row."""
+    history = [
+        {"epoch": e, "train/loss": 1.0 / (e + 1), "train/images_per_s": 500.0, "src_val/acc": 0.5, "select/src_val": 0.4,
+         "schedule/blur": 0.5, "align/topk_ot_marginal_error_max": 1e-9, "align/ot_cost": 0.2}
+        for e in range(5)
+    ]
+    fig = plots.plot_history(history, "run-f", marked_epoch=3, marked_label="best.pt (epoch 3)")
+    assert len(fig.axes) == 7 and all(ax.get_title() for ax in fig.axes)
+    assert {round(ax.get_position().y0, 2) for ax in fig.axes}.__len__() == 2  # two rows
+    assert all(any(line.get_label() == "best.pt (epoch 3)" for line in ax.get_lines()) for ax in fig.axes)
+    png = plots.save(fig, tmp_path / "history.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width <= 1920 and height <= 1080 and width / height < 3, (width, height)
+
+
 def test_confusion_cells_show_counts_and_row_fractions():
     cm = np.array([[3, 1, 0], [0, 2, 2], [0, 0, 4]])
     fig = plots.plot_confusions(cm, CLASSES, "run-d")
@@ -100,3 +116,10 @@ def test_plots_never_import_pyplot(tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_score_vs_oracle_says_why_a_tie_has_no_rank_correlation(recwarn):
+    fig = plots.plot_score_vs_oracle({"src_val": [0.28, 0.28, 0.28]}, [0.29, 0.29, 0.29], "sweep-g")
+    assert fig.axes[0].get_title() == "src_val: Spearman rho undefined (all candidates tie)"
+    assert not [w for w in recwarn if "ConstantInput" in type(w.message).__name__]
+    assert plots.plot_score_vs_oracle({"snd": [1.0, 2.0, 3.0]}, [0.1, 0.3, 0.2], "sweep-h").axes[0].get_title() == "snd: Spearman rho = 0.50"

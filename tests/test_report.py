@@ -10,7 +10,7 @@ import pytest
 
 from galaxy_da import cli
 from galaxy_da.config import load_config
-from galaxy_da.report import ORACLE_COLUMN, mean_interval, selection_regret
+from galaxy_da.report import ORACLE_COLUMN, mean_interval, score_column, selection_regret
 from galaxy_da.selection import SELECTION_RULES
 from galaxy_da.tracking import ensure_experiment
 from galaxy_da.trial import run_trial
@@ -80,15 +80,15 @@ def test_report_writes_leaderboard_regrets_and_seed_groups(sweep, capsys):
     assert {row["topk"] for row in board} == {"2", "4"} and {row["seed"] for row in board} == {"0", "1"}
     for row in board:
         assert 0.0 <= float(row[ORACLE_COLUMN]) <= 1.0
-        assert all(row[f"select/{rule}"] for rule in SELECTION_RULES)
-    src_val_scores = [float(row["select/src_val"]) for row in board]
+        assert all(row[score_column(rule)] for rule in SELECTION_RULES)
+    src_val_scores = [float(row["src_val (full splits)"]) for row in board]
     assert src_val_scores == sorted(src_val_scores, reverse=True)  # sorted by the sweep's label-free rule
 
     metrics = client.get_run(parent).data.metrics
     best_oracle = max(float(row[ORACLE_COLUMN]) for row in board)
     for rule in SELECTION_RULES:
         regret = metrics[f"report/regret/{rule}"]
-        picked = max(board, key=lambda row: float(row[f"select/{rule}"]))
+        picked = max(board, key=lambda row: float(row[score_column(rule)]))
         assert regret >= 0.0 and regret == pytest.approx(best_oracle - float(picked[ORACLE_COLUMN]), abs=1e-6)
 
     groups = list(csv.DictReader(io.StringIO(_artifact_text(client, parent, "report/groups.csv"))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -131,3 +132,98 @@ def test_benchmark_sweep_smoke_runs_every_recipe_to_the_last_epoch(toy_dataset, 
     assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
     for run_id, _ in runs:
         assert epoch_steps(tmp_path / "mlflow.db", run_id) == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- a newcomer's first hour
+
+
+def sweep_command(*args: str) -> dict[str, list[str]]:
+    """The same sweep from both entry points: the script, and `galaxy-da sweep`."""
+    return {
+        "script": [sys.executable, str(ROOT / "sweeps" / "topk.py"), *args],
+        "galaxy-da sweep": [sys.executable, "-m", "galaxy_da.cli", "sweep", "topk", *args],
+    }
+
+
+def test_an_existing_sweep_is_refused_in_one_line_from_every_entry_point(toy_dataset, tmp_path):
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.state import SWEEP_STATE_FILE, write_sweep_state
+
+    storage, db = tmp_path / "ray", tmp_path / "mlflow.db"
+    write_sweep_state(SweepSettings(name="taken", space={}, storage_path=str(storage)), {"parent_run_id": "p0", "smoke": False})
+    state = (storage / "taken" / SWEEP_STATE_FILE).read_text()
+    common = ("--name", "taken", "--storage-path", str(storage), "--data", str(toy_dataset), "--tracking-uri", f"sqlite:///{db}")
+    for smoke in ((), ("--smoke-test",)):  # a smoke test never replaces a sweep that is not a smoke sweep
+        for entry, command in sweep_command(*common, *smoke).items():
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+            assert done.returncode == 2, (entry, done.stdout[-2000:], done.stderr[-2000:])
+            assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, (entry, done.stderr)
+            assert f"{storage / 'taken'}: a sweep named 'taken' exists; resume it (--resume)" in done.stderr, (entry, done.stderr)
+    assert (storage / "taken" / SWEEP_STATE_FILE).read_text() == state and not db.exists()  # nothing lost, no run made
+
+
+@pytest.mark.parametrize("fault", ["--num-samples 0", "--num-samples -2", "missing data", "tampered shard"])
+def test_bad_sweep_input_fails_in_one_line_before_any_run(fault, toy_dataset, tmp_path):
+    from tests.conftest import tamper_with_shard
+
+    data, extra = toy_dataset, fault.split() if fault.startswith("--") else []
+    if fault == "missing data":
+        data = tmp_path / "nowhere"
+    if fault == "tampered shard":
+        data = tmp_path / "copy"
+        shutil.copytree(toy_dataset, data)
+        tamper_with_shard(data / "target" / "part-00000.parquet")
+    db = tmp_path / "mlflow.db"
+    command = sweep_command("--data", str(data), "--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}", *extra)["script"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    expected = {"missing data": "no manifest.json", "tampered shard": "target/part-00000.parquet: sha256"}.get(fault, "num_samples (--num-samples): must be >= 1")
+    assert expected in done.stderr
+    assert not db.exists() and not (tmp_path / "ray").exists()
+
+
+@pytest.mark.slow
+def test_the_smoke_test_resumes_reruns_and_separates_its_trials(tmp_path):
+    """From a fresh folder with the default (relative) storage path: `--smoke-test --resume` with nothing to
+    resume runs the sweep, a second `--smoke-test` replaces it, trials are named after what they varied and
+    are not majority-class predictors, and the console holds no Ray tables, dead links or progress bars."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.eval import evaluate_run
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    first = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--resume", "--tracking-uri", store, "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env,
+    )
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["experiment_path"] == str(tmp_path / "ray_results" / "topk-smoke")
+    console = first.stdout + first.stderr
+    for noise in ("Trial status", "tensorboard", "View run", "Downloading artifacts", "Configuration for experiment", "pid="):
+        assert noise not in console, noise
+    assert console.count("started") == 3 and "[1/3]" in console and "leaderboard of sweep topk-smoke" in console
+
+    client = MlflowClient(store)
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.run_name == "sweep-topk-smoke"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    for run in children:  # the name is the varied values, e.g. k5·linear-0-0.5·sinkhorn+topk
+        varied = [value for key, value in run.data.tags.items() if key.startswith("sweep.")]
+        assert run.info.run_name != "smoke" and all(value in run.info.run_name for value in varied), run.info.run_name
+        assert run.data.tags["scored_on"].startswith("source val ")
+
+    # What `galaxy-da report` compares (it was a three-way tie of majority-class predictors); no figures, for speed.
+    evaluations = [evaluate_run(run.info.run_id, store, log=False) for run in children]
+    assert len({metrics["eval/select/oracle"] for metrics in evaluations}) == len({m["eval/select/src_val"] for m in evaluations}) == 3
+    assert any(abs(metrics["eval/tgt_test/balanced_acc"] - 1 / 3) > 1e-6 for metrics in evaluations)  # not one class for all
+
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--tracking-uri", store, "--num-samples", "1", "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env,
+    )
+    assert second.returncode == 0 and "Traceback" not in second.stderr, (second.stdout + second.stderr)[-4000:]
+    assert f"replacing the previous smoke sweep in {tmp_path / 'ray_results' / 'topk-smoke'}" in second.stdout
+    assert json.loads(second.stdout.strip().splitlines()[-1])["parent_run_id"] != summary["parent_run_id"]
+    assert len(list((tmp_path / "ray_results" / "topk-smoke").glob("trial_*"))) == 1

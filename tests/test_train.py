@@ -15,6 +15,7 @@ from galaxy_da.losses.alignment import ALIGNMENT_METHODS, NoAlignment
 from galaxy_da.optim import LR_SCHEDULES
 from galaxy_da.step_log import NonFiniteLossError
 from galaxy_da.train import train
+from tests.conftest import tamper_with_shard
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["source_only", "dann", "laplacian_fixed", "laplacian_trainable", "laplacian_trainable_blur"]
@@ -102,7 +103,8 @@ def test_target_labels_never_reach_training(toy_dataset, tmp_path):
         table = pq.read_table(shard)
         flipped = pa.array([(v + 1) % 3 for v in table["label"].to_pylist()], pa.int8())
         pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", flipped), shard)
-    overrides = ["align.method=sinkhorn", "align.entropy_weight=0.1", "selection.rule=entropy", "optim.warmup_epochs=0"]
+    overrides = ["align.method=sinkhorn", "align.entropy_weight=0.1", "selection.rule=entropy", "optim.warmup_epochs=0",
+                 "data.verify_hashes=false"]  # the scrambled shards no longer match the manifest's sha256, on purpose
     a = train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "a")
     b = train(tiny(scrambled, *overrides), checkpoint_dir=tmp_path / "b")
     timings = {"train/images_per_s", "train/step_s"}
@@ -146,6 +148,38 @@ def test_cli_train_logs_a_complete_mlflow_run(toy_dataset_odd, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoints")} | {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {"config.yaml", "history.json", "checkpoints/best.pt", "checkpoints/last.pt", "plots/training_history.png"} <= artifacts
     assert not (tmp_path / "mlruns").exists()  # artifacts live beside the store, not in the cwd
+
+
+def mlflow_runs(db: Path) -> list[tuple[str, str]]:
+    """(name, status) of every run in a sqlite store (none if the store was never created)."""
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT name, status FROM runs").fetchall()
+
+
+@pytest.mark.parametrize("fault", ["tampered shard", "missing dataset"])
+def test_a_bad_dataset_fails_in_one_line_before_any_mlflow_run_exists(fault, toy_dataset, tmp_path):
+    data = tmp_path / "data"
+    if fault == "tampered shard":
+        shutil.copytree(toy_dataset, data)
+        tamper_with_shard(data / "source" / "part-00000.parquet")
+    db = tmp_path / "mlflow.db"
+    command = [sys.executable, "-m", "galaxy_da.cli", "train", f"data.path={data}", *TINY, "--tracking-uri", f"sqlite:///{db}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    expected = f"{data}/source/part-00000.parquet: sha256" if fault == "tampered shard" else f"{data}: no manifest.json"
+    assert done.stderr.startswith(f"galaxy-da train: error: {expected}") and done.stderr.count("\n") == 1, done.stderr
+    assert mlflow_runs(db) == []  # no empty FAILED run left behind
+
+
+def test_the_shard_check_can_be_switched_off(toy_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(toy_dataset, data)
+    tamper_with_shard(data / "source" / "part-00000.parquet")
+    assert len(train(tiny(data, "data.verify_hashes=false"), checkpoint_dir=tmp_path / "ckpt").history) == 2
 
 
 def final_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:

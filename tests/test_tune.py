@@ -187,3 +187,59 @@ def test_a_crashing_trial_is_retried_then_failed_and_the_sweep_goes_on(toy_datas
     client = MlflowClient(result.tracking_uri)
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
     assert client.get_run(result.parent_run_id).data.tags["best_run_id"] == result.leaderboard[0]["run_id"]
+
+
+# --------------------------------------------------------------------------- settings, names, summary (no Ray run)
+
+
+def test_a_relative_storage_path_is_resolved_once_and_ray_can_read_it(tmp_path, monkeypatch):
+    """`Tuner.can_restore('ray_results/topk-smoke')` raised 'URI has empty scheme': --resume crashed."""
+    from ray import tune
+
+    from galaxy_da.sweep.settings import SweepSettings
+
+    monkeypatch.chdir(tmp_path)
+    settings = SweepSettings(name="topk-smoke", space={})  # the CLI's default --storage-path is "ray_results"
+    assert settings.experiment_path == str(tmp_path / "ray_results" / "topk-smoke")
+    assert tune.Tuner.can_restore(settings.experiment_path) is False
+    assert SweepSettings(name="x", space={}, storage_path="s3://bucket/results").experiment_path == "s3://bucket/results/x"
+
+
+@pytest.mark.parametrize("key, value", [("num_samples", 0), ("num_samples", -3), ("max_concurrent", 0)])
+def test_a_sweep_of_no_trials_is_refused(key, value):
+    from galaxy_da.sweep.settings import SweepSettings
+
+    with pytest.raises(ConfigError, match=f"{key} \\(--{key.replace('_', '-')}\\): must be >= 1, got {value}"):
+        SweepSettings(name="x", space={}, **{key: value})
+
+
+def test_a_trial_run_is_named_after_what_it_varied():
+    from galaxy_da.sweep.naming import trial_run_name
+
+    space = {
+        "align": {"choice": {"laplacian": {"method": "laplacian"}, "sinkhorn": {"method": "sinkhorn"}}},
+        "align.topk": {"choice": [1, 8]},
+        "schedules.align_weight": {"choice": {"cosine": {"kind": "cosine"}}},
+        "optim.lr": {"loguniform": [1e-4, 1e-2]},
+        "model.class_scales": {"choice": [True, False]},
+    }
+    sampled = {"optim.lr": 0.003, "align.topk": 8, "align": "laplacian", "schedules.align_weight": "cosine", "model.class_scales": False}
+    assert trial_run_name(space, sampled) == "laplacian·k8·cosine·lr3e-3·no-class_scales"
+    assert trial_run_name({"optim.lr": {"uniform": [0.1, 1]}}, {"optim.lr": 0.5}) == "lr0.5"
+
+
+def test_the_summary_points_at_commands_that_outlive_the_sweep(tmp_path):
+    from galaxy_da.sweep.settings import SweepResult
+    from galaxy_da.sweep.summary import next_steps
+    from galaxy_da.tracking import DEFAULT_STORE
+
+    root = Path(__file__).resolve().parents[1]
+    rows = [{"run_id": "b" * 32, "score": 0.7}, {"run_id": "c" * 32, "score": float("nan")}]
+    result = SweepResult("a" * 32, str(tmp_path), True, rows, f"sqlite:///{root / DEFAULT_STORE / 'mlflow.db'}")
+    steps = next_steps(result, "smoke-sweeps", "sweep-topk-smoke")
+    assert steps.splitlines() == [
+        "look at the runs:   make ui   (experiment 'smoke-sweeps', parent run 'sweep-topk-smoke')",
+        f"evaluate the best:  python -m galaxy_da.eval --run-id {'b' * 32}",
+        f"report the sweep:   galaxy-da report --sweep {'a' * 32}",
+    ]
+    assert "http://" not in steps

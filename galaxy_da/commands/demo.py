@@ -32,5 +32,7 @@ def run(args: argparse.Namespace) -> int:
     name = time.strftime("demo-topk-%Y%m%d-%H%M%S")
     print(f"\nlocal sweep {name}: sweeps/topk.py --smoke-test on {args.data} (a few tiny trials; MLflow store mlflow/)")
     status = run_sweep(argparse.Namespace(sweep="topk", args=["--smoke-test", "--data", args.data, "--name", name]))
-    print("\ncompare the runs:  mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db")
+    from galaxy_da.tracking import default_tracking_uri, ui_command
+
+    print(f"\ncompare the runs:  {ui_command(default_tracking_uri())}   (then open http://127.0.0.1:5000)")
     return status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -17,12 +16,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from galaxy_da import strict_json
     from galaxy_da.config import load_config
-    from galaxy_da.trial import run_trial
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # before torch is imported: a config error comes back at once
     if args.tracking_uri:
         cfg.tracking.tracking_uri = args.tracking_uri
+    from galaxy_da.trial import run_trial
+
     result = run_trial(cfg, track=not args.no_track, checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=True)
-    print(json.dumps({"run_id": result.run_id, "best_epoch": result.best_epoch, "best_score": result.best_score}))
+    print(strict_json.dumps({"run_id": result.run_id, "best_epoch": result.best_epoch, "best_score": result.best_score}))
     return 0

@@ -1,9 +1,8 @@
 """Read a sharded dataset from a local path or any pyarrow filesystem URI.
 
-A shard read over a URI (``s3://...``: another host's storage) is checked
-against its manifest sha256 as it is read, at no extra cost (the bytes are
-fetched once, hashed, then parsed); local shards are checked on request
-(``verify=True``, ``galaxy-da validate``). For an S3-compatible server other
+Every shard read is checked against its manifest sha256 as it is read (the
+bytes are fetched once, hashed, then parsed), on local disk and over a URI
+(``s3://...``: another host's storage) alike, unless ``data.verify_hashes=false``. For an S3-compatible server other
 than AWS, set ``AWS_ENDPOINT_URL`` (pyarrow reads it).
 
 Two views enforce the target-label guard (DESIGN principle 4):
@@ -28,11 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from galaxy_da.data.errors import DatasetError
+from galaxy_da.data.integrity import read_shard
 from galaxy_da.data.schema import DOMAIN_SPLITS, MANIFEST_NAME, SCHEMA_VERSION
 
-
-class DatasetError(RuntimeError):
-    """A dataset that is missing, unfinished, or fails its integrity check."""
+__all__ = ["DatasetError", "ImageSet", "LabelGuardError", "ShardDataset"]
 
 
 class LabelGuardError(PermissionError):
@@ -73,10 +72,16 @@ def decode_images(column: pa.ChunkedArray | pa.Array, image_shape: tuple[int, ..
 
 
 class ShardDataset:
-    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``."""
+    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``.
 
-    def __init__(self, uri: str, verify: bool = False):
+    ``check_hashes``: every shard read is checked against the manifest's sha256
+    (the bytes already read are hashed; no second read). ``verify``: check every
+    shard now, as ``galaxy-da validate`` does.
+    """
+
+    def __init__(self, uri: str, verify: bool = False, check_hashes: bool = True):
         self.uri = str(uri)
+        self.check_hashes = check_hashes
         self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri) if "://" in self.uri else (
             pafs.LocalFileSystem(),
             self.uri,
@@ -133,17 +138,7 @@ class ShardDataset:
 
     def verified_bytes(self, shard: dict[str, Any]) -> bytes:
         """A shard's bytes, checked against the manifest's sha256; the error names the shard."""
-        try:
-            data = self._read_bytes(shard["path"])
-        except (FileNotFoundError, OSError) as exc:
-            raise DatasetError(f"{self.uri}/{shard['path']}: cannot read shard ({exc})") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != shard["sha256"]:
-            raise DatasetError(
-                f"{self.uri}/{shard['path']}: sha256 {digest[:12]}… does not match the manifest's "
-                f"{shard['sha256'][:12]}… (corrupted or modified shard)"
-            )
-        return data
+        return read_shard(self.filesystem, self.root, shard, self.uri)
 
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest; name the first shard at fault."""
@@ -152,18 +147,17 @@ class ShardDataset:
 
     # ------------------------------------------------------------------ rows
     def read_table(self, domain: str, columns: list[str] | None = None) -> pa.Table:
-        """One domain's rows; remote shards are sha256-checked as they are read."""
+        """The rows of every shard of ``domain`` (each checked as it is read when ``check_hashes``)."""
         shards = [s for s in self.manifest["shards"] if s["domain"] == domain]
         if not shards:
             raise DatasetError(f"{self.uri}: no shards for domain {domain!r}")
         tables = []
         for shard in shards:
-            path = f"{self.root}/{shard['path']}"
+            data = read_shard(self.filesystem, self.root, shard, self.uri, check=self.check_hashes)
             try:
-                source = pa.BufferReader(self.verified_bytes(shard)) if self.remote else path
-                tables.append(pq.read_table(source, filesystem=None if self.remote else self.filesystem, columns=columns))
+                tables.append(pq.read_table(pa.BufferReader(data), columns=columns))
             except (OSError, pa.ArrowException) as exc:
-                raise DatasetError(f"{path}: unreadable shard ({exc})") from None
+                raise DatasetError(f"{self.uri}/{shard['path']}: unreadable shard ({exc})") from None
         return pa.concat_tables(tables)
 
     def _image_set(self, domain: str, split: str, with_labels: bool) -> ImageSet:
@@ -191,7 +185,7 @@ class TrainingView:
 
     Its public surface is source images with labels, target images without, and
     manifest facts that carry no label information (class names, image shape,
-    manifest hash). Its reference to the dataset is private: no public
+    manifest hash, split sizes). Its reference to the dataset is private: no public
     attribute leads to :meth:`ShardDataset.evaluation_view`.
     """
 
@@ -213,6 +207,10 @@ class TrainingView:
     @property
     def manifest_hash(self) -> str:
         return self._dataset.manifest_hash
+
+    def split_size(self, domain: str, split: str) -> int:
+        """Galaxies in a split (all classes together: a size, not a class count)."""
+        return sum(self._dataset.counts(domain, split))
 
     def source(self, split: str) -> ImageSet:
         return self._dataset._image_set("source", split, with_labels=True)

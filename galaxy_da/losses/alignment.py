@@ -1,6 +1,7 @@
 r"""Feature-alignment losses between a source batch and a target batch.
 
-Every entry of :data:`ALIGNMENT_METHODS` is an ``nn.Module`` built as
+Every entry of :data:`ALIGNMENT_METHODS` (declared by name in
+:mod:`galaxy_da.registries`, imported on first use) is an ``nn.Module`` built as
 ``cls(cfg: AlignConfig, feature_dim)`` and called as
 ``loss(source, target, blur=..., grl_strength=...)`` with ``source`` (n, d) and
 ``target`` (m, d) features, returning a scalar; its ``diagnostics`` dict of
@@ -15,8 +16,6 @@ epsilon schedule starts at the data diameter, 0), so the diameter passed is at
 least ``blur``. GeomLoss needs that diameter as a Python number: on normalised
 features it is the unit sphere's, 2, known without looking at the data; only
 Sinkhorn on raw features measures it, one device-to-host read per step.
-
-The config imports this module to validate ``align.method``: keep it light.
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ import torch
 from geomloss import SamplesLoss
 from torch import nn
 
-from galaxy_da.losses.adversarial import DANNLoss
 from galaxy_da.losses.features import prepare_features
-from galaxy_da.losses.topk_ot import TopKOTLoss
+from galaxy_da.registries import ALIGNMENT_METHODS
 
 if TYPE_CHECKING:
     from galaxy_da.config import AlignConfig
@@ -123,12 +121,4 @@ class LaplacianAlignment(GeomLossAlignment):
     geomloss_name = "laplacian"
 
 
-ALIGNMENT_METHODS: dict[str, type[nn.Module]] = {
-    "none": NoAlignment,
-    "sinkhorn": SinkhornAlignment,
-    "energy": EnergyAlignment,
-    "gaussian": GaussianAlignment,
-    "laplacian": LaplacianAlignment,
-    "topk_ot": TopKOTLoss,
-    "dann": DANNLoss,
-}
+__all__ = ["ALIGNMENT_METHODS", "EnergyAlignment", "GaussianAlignment", "LaplacianAlignment", "NoAlignment", "SinkhornAlignment"]

@@ -5,29 +5,22 @@ Each entry builds an encoder ``x (B, C, H, W) -> features (B, D)`` from
 and ``head_hidden``, the hidden sizes of its classifier head. :func:`build_model`
 puts the head on top, so every model returns ``(logits (B, K), features (B, D))``.
 
-Importing this module does not import e2cnn (config validation imports it);
-the steerable builder imports e2cnn when it runs.
+The names live in :data:`galaxy_da.registries.BACKBONES`, which imports a
+builder's module only when it is looked up (config validation reads the names
+without importing torch); the steerable builder imports e2cnn when it runs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from galaxy_da.models.cnn import build_cnn
 from galaxy_da.models.heads import ClassifierHead, EncoderClassifier
-from galaxy_da.models.resnet import build_resnet18
-from galaxy_da.models.steerable import build_steerable
+from galaxy_da.registries import BACKBONES
 
 if TYPE_CHECKING:
     from galaxy_da.config import ModelConfig
 
-BACKBONES: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
-    "cnn": build_cnn,
-    "steerable": build_steerable,
-    "resnet18": build_resnet18,
-}
+__all__ = ["BACKBONES", "build_model"]
 
 
 def build_model(model_cfg: ModelConfig, num_classes: int, in_channels: int, image_size: int) -> EncoderClassifier:

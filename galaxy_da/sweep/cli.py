@@ -8,7 +8,8 @@ A sweep script declares only its search space and trial budget and calls
         sys.exit(main("topk", SPACE, num_samples=12, description=__doc__))
 
 Flags: ``--config``, dotted overrides, ``--data``, ``--smoke-test`` (tiny data,
-generated when missing; 2 epochs; a few trials), ``--resume``, ``--tracking-uri``,
+generated when missing; 3 epochs; a few trials; running it again replaces the
+previous smoke sweep), ``--resume``, ``--tracking-uri``,
 ``--num-samples``, ``--max-concurrent``, ``--storage-path``, ``--name``,
 ``--address``, ``--num-cpus``, ``--cpus-per-trial``, ``--searcher``, ``--seed``,
 ``--use-gpu``/``--no-use-gpu`` and ``--autoscaler-config`` (see :mod:`galaxy_da.sweep.gpus`).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,12 +29,19 @@ from galaxy_da.sweep.space import Space
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE_CONFIG = CONFIGS / "smoke.yaml"
 SMOKE_DATA = Path("data/smoke")
-# Tiny trials: 2 epochs of 4 steps on a few hundred 33 px galaxies (about 10 s each on one core).
+# Tiny trials that still learn, so a newcomer's first comparison separates them: 3 epochs of 8 steps
+# on a few hundred 33 px galaxies, about 3 s of training per trial. The learning rate is constant:
+# a cosine schedule over so few epochs spends the last one at min_lr, and every trial stayed a
+# majority-class predictor (a three-way tie).
 SMOKE_OVERRIDES: dict[str, Any] = {
     "model.width": 4, "data.batch_size": 16, "data.max_source": 160, "data.max_target": 128,
-    "optim.epochs": 2, "optim.warmup_epochs": 0, "optim.steps_per_epoch": 4, "tracking.experiment": "smoke-sweeps",
+    "optim.epochs": 3, "optim.warmup_epochs": 0, "optim.steps_per_epoch": 8, "optim.lr": 3e-3,
+    "optim.lr_schedule": "constant", "tracking.experiment": "smoke-sweeps",
 }
 SMOKE_SAMPLES = 3
+# After one epoch of 8 steps the smoke trials are barely trained and ASHA's first cut compared near-ties
+# (two stopped trials predicted the same on the target); after two they differ.
+SMOKE_GRACE_PERIOD = 2
 
 
 def base_config_path(name: str) -> Path:
@@ -47,7 +54,7 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
     p.add_argument("--config", type=Path, help=f"base trial YAML (default: {config.relative_to(CONFIGS.parent)}; with --smoke-test: {SMOKE_CONFIG.relative_to(CONFIGS.parent)})")
     p.add_argument("--data", help="dataset path or URI (default: the config's data.path)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 2 epochs, a few trials")
+    p.add_argument("--smoke-test", action="store_true", help="tiny data (generated if missing), 3 epochs, a few trials; replaces the previous smoke sweep")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same --name")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
     p.add_argument("--num-samples", type=int, help=f"trials (default: {num_samples}; {SMOKE_SAMPLES} with --smoke-test)")
@@ -59,7 +66,10 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
-    p.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the first epoch after warm-up; 0: never prune)")
+    p.add_argument(
+        "--grace-period", type=int,
+        help=f"ASHA: epochs before the first cut (default: the first epoch after warm-up; {SMOKE_GRACE_PERIOD} with --smoke-test; 0: never prune)",
+    )
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="trials ask for GPUs (default: when the cluster has GPU nodes or its autoscaler can add them)")
@@ -76,22 +86,40 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
     return path
 
 
+def grace_period(args: argparse.Namespace, epochs: int) -> Optional[int]:
+    """``--grace-period``; for a smoke test :data:`SMOKE_GRACE_PERIOD` (at most every epoch); else None,
+    the tuner's default (the first epoch after warm-up)."""
+    if args.grace_period is not None:
+        return args.grace_period
+    return min(SMOKE_GRACE_PERIOD, epochs) if args.smoke_test else None
+
+
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
     smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Optional[Path] = None,
     prune: bool = True,
 ) -> int:
-    """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
-    from galaxy_da.commands import user_errors
-    from galaxy_da.config import load_config
-    from galaxy_da.sweep.leaderboard import to_markdown
-    from galaxy_da.sweep.settings import SweepSettings
-    from galaxy_da.sweep.tuner import run_sweep
+    """Parse the flags, run (or resume) the sweep, print the leaderboard and a JSON summary.
+
+    Exit 0 when every trial ended, 130 when the sweep was interrupted, 2 (one
+    line on stderr, no traceback) for a user's error: a bad config or flag, a
+    missing or corrupted dataset, a sweep of that name that exists, a store the
+    cluster cannot reach.
+    """
+    from galaxy_da.commands import guarded
 
     config = config or base_config_path(name)
-    args = parser(description, num_samples, searcher, config).parse_args(argv)
-    if not prune:
-        args.grace_period = 0
+    cli = parser(description, num_samples, searcher, config)
+    args = cli.parse_args(argv)
+    return guarded(cli.prog, lambda: run(name, space, smoke_space, config, args, prune, num_samples))
+
+
+def run(
+    name: str, space: Space, smoke_space: Optional[Space], config: Path, args: argparse.Namespace, prune: bool, num_samples: int,
+) -> int:
+    from galaxy_da.config import load_config
+    from galaxy_da.sweep.settings import SweepSettings
+
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
     if args.smoke_test and not args.data:
         overrides["data.path"] = str(smoke_data())
@@ -99,25 +127,25 @@ def main(
         overrides["data.path"] = args.data
     config_path = args.config or (SMOKE_CONFIG if args.smoke_test else config)
     cfg = load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
+    grace = grace_period(args, cfg.optim.epochs) if prune else 0
     settings = SweepSettings(
         name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
-        num_samples=args.num_samples or (min(num_samples, SMOKE_SAMPLES) if args.smoke_test else num_samples),
+        num_samples=args.num_samples if args.num_samples is not None else (min(num_samples, SMOKE_SAMPLES) if args.smoke_test else num_samples),
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
-        grace_period=cfg.optim.epochs if args.grace_period == 0 else args.grace_period,  # every epoch: no pruning
+        grace_period=cfg.optim.epochs if grace == 0 else grace,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
-        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
+        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
         use_gpu=args.use_gpu, autoscaler_config=args.autoscaler_config,
     )
-    try:
-        result = run_sweep(cfg, settings, resume=args.resume)
-    except user_errors() as exc:  # a store the cluster cannot reach, a sweep that exists, ...: one line
-        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
-    print(to_markdown(result.leaderboard, cfg.selection.rule))
-    print(json.dumps({
-        "sweep": settings.name, "parent_run_id": result.parent_run_id, "complete": result.complete,
-        "trials": len(result.leaderboard), "best": result.leaderboard[0] if result.leaderboard else None,
-        "tracking_uri": result.tracking_uri, "experiment_path": result.experiment_path,
-    }, default=str))
+
+    from galaxy_da.sweep.state import discard_smoke_sweep
+    from galaxy_da.sweep.summary import print_summary
+    from galaxy_da.sweep.tuner import run_sweep
+
+    if settings.smoke and not args.resume:
+        replaced = discard_smoke_sweep(settings)
+        if replaced:
+            print(f"replacing the previous smoke sweep in {settings.experiment_path} (its MLflow parent run {replaced} stays)")
+    result = run_sweep(cfg, settings, resume=args.resume)
+    print_summary(result, settings, cfg)
     return 0 if result.complete else 130

@@ -2,9 +2,12 @@
 
 Reading MLflow (not Ray's result objects) makes the leaderboard identical after a
 resume, and for trials ASHA stopped early. One row per child run: its Ray trial
-id, the MLflow run id, status, the varied values (tags ``sweep.<path>``), the
-epochs trained, the best epoch and its label-free score (``best/epoch``,
-``best/score``: the selection rule's running best over post-warm-up epochs).
+id, the MLflow run id and name (what the trial varied), status, the varied values
+(tags ``sweep.<path>``), the epochs trained, the best epoch and its label-free
+score (``best/epoch``, ``best/score``: the selection rule's running best over
+post-warm-up epochs), and what that score was computed on (tag ``scored_on``: the
+training-time source-val and target-adapt samples, which ``data.max_source`` /
+``data.max_target`` may subsample; ``galaxy-da report`` re-scores on the full splits).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from galaxy_da.tracking import EPOCH_METRIC
+from galaxy_da.tracking import EPOCH_METRIC, SCORED_ON_TAG
 
 TRIAL_TAG = "ray_trial_id"
 VARIED_TAG_PREFIX = "sweep."
+MARKDOWN_COLUMNS = ("run", "status", "epochs", "best_epoch", "score", "run_id")
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
@@ -41,11 +45,13 @@ def leaderboard(client, experiment_id: str, parent_run_id: str, varied: Sequence
             "order": order,
             "trial": run.data.tags.get(TRIAL_TAG, ""),
             "run_id": run.info.run_id,
+            "run": run.info.run_name or "",
             "status": run.info.status,
             **{path: run.data.tags.get(VARIED_TAG_PREFIX + path, "") for path in varied},
             "epochs": len(client.get_metric_history(run.info.run_id, EPOCH_METRIC)),
             "best_epoch": int(best_epoch) if math.isfinite(best_epoch) else None,
             "score": metrics.get("best/score", math.nan),
+            SCORED_ON_TAG: run.data.tags.get(SCORED_ON_TAG, ""),
         })
     return sorted(rows, key=lambda row: (not math.isfinite(row["score"]), -row["score"] if math.isfinite(row["score"]) else 0))
 
@@ -59,17 +65,19 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def to_markdown(rows: list[dict[str, Any]], rule: str) -> str:
-    """A GitHub-flavoured table; the score column is named after the selection rule."""
+    """A GitHub-flavoured table (the run's name says what it varied) and what the scores were computed on."""
     if not rows:
         return "_no trials_\n"
-    columns = [c for c in rows[0] if c != "order"]
-    header = [("score (" + rule + ")") if c == "score" else c for c in columns]
+    header = [f"best {rule} (training)" if c == "score" else c.replace("_", " ") for c in MARKDOWN_COLUMNS]
 
     def cell(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
-    lines = ["| rank | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {rank} | " + " | ".join(cell(row[c]) for c in columns) + " |" for rank, row in enumerate(rows, 1)]
+    lines = ["| rank | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    lines += [f"| {rank} | " + " | ".join(cell(row[c]) for c in MARKDOWN_COLUMNS) + " |" for rank, row in enumerate(rows, 1)]
+    samples = sorted({row[SCORED_ON_TAG] for row in rows if row[SCORED_ON_TAG]})
+    if samples:
+        lines += ["", f"best {rule} (training): the rule on what each trial scored its epochs on, {'; '.join(samples)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from galaxy_da.config import TrialConfig
+from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.sweep.space import Space
 
 
@@ -44,6 +44,12 @@ class SweepSettings:
     optuna_storage: Optional[str] = None  # e.g. sqlite:///ray_results/optuna.db, for a persistent study
     address: Optional[str] = None  # None: $RAY_ADDRESS, a live cluster on this node, else a fresh local one
     num_cpus: Optional[int] = None  # local Ray only
+    smoke: bool = False  # a smoke test: running it again replaces its previous run instead of refusing
+
+    def __post_init__(self) -> None:
+        for key in ("num_samples", "max_concurrent"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"sweep setting {key} (--{key.replace('_', '-')}): must be >= 1, got {getattr(self, key)}")
 
     @property
     def storage_uri(self) -> str:
@@ -53,6 +59,11 @@ class SweepSettings:
     @property
     def experiment_path(self) -> str:
         return f"{self.storage_uri.rstrip('/')}/{self.name}"
+
+    @property
+    def parent_run_name(self) -> str:
+        """The sweep's MLflow parent run is named after the sweep."""
+        return f"sweep-{self.name}"
 
 
 @dataclass

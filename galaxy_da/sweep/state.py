@@ -43,6 +43,21 @@ def write_sweep_state(settings: SweepSettings, state: dict[str, Any]) -> None:
         stream.write(json.dumps(state, indent=1).encode())
 
 
+def discard_smoke_sweep(settings: SweepSettings) -> Optional[str]:
+    """Delete the Ray folder of the previous smoke sweep of this name, so the smoke test runs again as it is.
+
+    Only a folder whose state file says it holds a smoke sweep is deleted; any
+    other sweep of that name is left for :func:`~galaxy_da.sweep.tuner.run_sweep`
+    to refuse. Its MLflow runs stay in the store. Returns the old parent run id.
+    """
+    state = read_sweep_state(settings)
+    if state is None or not state.get("smoke"):
+        return None
+    fs, root = _state_fs(settings)
+    fs.delete_dir(root)
+    return state["parent_run_id"]
+
+
 def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri: str, resume: bool, base_hash: str) -> str:
     """The sweep's parent run: the stored one on resume, else a new one with the space and settings."""
     state = read_sweep_state(settings)
@@ -50,7 +65,7 @@ def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri
         client.update_run(state["parent_run_id"], status="RUNNING")
         return state["parent_run_id"]
     experiment_id = ensure_experiment(client, cfg.tracking.experiment, store_uri)
-    run = client.create_run(experiment_id, run_name=f"sweep-{settings.name}", tags={"sweep": settings.name, "run_kind": "sweep", "base_config_hash": cfg.hash()})
+    run = client.create_run(experiment_id, run_name=settings.parent_run_name, tags={"sweep": settings.name, "run_kind": "sweep", "base_config_hash": cfg.hash()})
     parent_run_id = run.info.run_id
     for path, spec in settings.space.items():
         client.log_param(parent_run_id, f"space.{path}", json.dumps(spec)[:6000])
@@ -60,7 +75,10 @@ def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri
     client.log_text(parent_run_id, json.dumps(settings.space, indent=1), "search_space.json")
     client.log_text(parent_run_id, json.dumps(asdict(settings), indent=1, default=str), "sweep_settings.json")
     client.log_text(parent_run_id, config_to_yaml(cfg), "base_config.yaml")
-    write_sweep_state(settings, {"parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri, "base_config_hash": base_hash})
+    write_sweep_state(settings, {
+        "parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri,
+        "base_config_hash": base_hash, "smoke": settings.smoke,
+    })
     return parent_run_id
 
 

@@ -29,6 +29,7 @@ The launch layer: it imports Ray, and nothing in the core imports it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from pathlib import Path
@@ -40,6 +41,7 @@ from ray import tune
 from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.gpus import decide_use_gpu
 from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
@@ -56,6 +58,7 @@ def _optuna(settings: SweepSettings):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
     storage = optuna.storages.RDBStorage(settings.optuna_storage) if settings.optuna_storage else None
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings.seed), storage=storage, study_name=settings.name if storage else None)
 
@@ -119,7 +122,10 @@ def start_ray(settings: SweepSettings) -> int:
     """Start or join Ray; the number of live nodes."""
     address = resolve_address(settings.address)
     local = address == "local"
-    ray.init(address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(
+        address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
+        log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
+    )
     return sum(node["Alive"] for node in ray.nodes())
 
 
@@ -158,13 +164,14 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
     )
+    metric = f"select/{cfg.selection.rule}"
     if resume and tune.Tuner.can_restore(settings.experiment_path):
         return tune.Tuner.restore(settings.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=search_space.to_tune(settings.space),
         tune_config=tune.TuneConfig(
-            metric=f"select/{cfg.selection.rule}", mode="max", search_alg=build_searcher(settings),
+            metric=metric, mode="max", search_alg=build_searcher(settings),
             scheduler=build_scheduler(base, settings), num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
@@ -174,6 +181,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             name=settings.name, storage_path=settings.storage_uri,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
+            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path)],
+            verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
     )
 
@@ -191,13 +200,12 @@ def _environment(**variables: str) -> Iterator[None]:
 
 def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
     """Run (or resume) a sweep; the search space is checked before Ray starts, the store's reach right after."""
-    from mlflow.tracking import MlflowClient
-
     base = prepare_base(cfg)
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
     grace_period(base, settings)
-    ShardDataset(base["data"]["path"]).manifest  # a missing or unfinished dataset fails here, before anything starts
+    # A missing, unfinished or corrupted dataset fails here, before anything starts.
+    ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes).manifest
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
@@ -207,6 +215,14 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
             f"{state['base_config_hash']}; resume with the same config, data path and overrides, or start a new --name"
         )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
+    with _environment(**QUIET_ENV):
+        return _run(cfg, settings, resume, base, store_uri)
+
+
+def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
+    """Start or join Ray, check that every node reaches the store, and run the tuner under the sweep's tracking server."""
+    from mlflow.tracking import MlflowClient
+
     nodes = start_ray(settings)
     try:
         check_reachable(store_uri, nodes)

@@ -1,0 +1,39 @@
+"""What a finished sweep prints: its leaderboard, then commands that still work afterwards.
+
+The sweep's own MLflow server (:mod:`galaxy_da.sweep.tracking_server`) stops
+with the sweep, so links to it are dead by the time anyone clicks them. The
+summary names the store, the experiment and the run ids, and the commands that
+open, evaluate and report them later. The last line is the JSON summary that
+scripts read.
+"""
+
+from __future__ import annotations
+
+import math
+
+from galaxy_da import strict_json
+from galaxy_da.config import TrialConfig
+from galaxy_da.sweep.leaderboard import to_markdown
+from galaxy_da.sweep.settings import SweepResult, SweepSettings
+from galaxy_da.tracking import ui_command
+
+
+def next_steps(result: SweepResult, experiment: str, parent_run_name: str) -> str:
+    """Three commands: open the UI on the store, evaluate the best run, report the sweep."""
+    scored = [row for row in result.leaderboard if math.isfinite(row["score"])]
+    lines = [f"look at the runs:   {ui_command(result.tracking_uri)}   (experiment {experiment!r}, parent run {parent_run_name!r})"]
+    if scored:
+        lines.append(f"evaluate the best:  python -m galaxy_da.eval --run-id {scored[0]['run_id']}")
+    lines.append(f"report the sweep:   galaxy-da report --sweep {result.parent_run_id}")
+    return "\n".join(lines)
+
+
+def print_summary(result: SweepResult, settings: SweepSettings, cfg: TrialConfig) -> None:
+    print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
+    print(to_markdown(result.leaderboard, cfg.selection.rule))
+    print(next_steps(result, cfg.tracking.experiment, settings.parent_run_name))
+    print(strict_json.dumps({
+        "sweep": settings.name, "parent_run_id": result.parent_run_id, "complete": result.complete,
+        "trials": len(result.leaderboard), "best": result.leaderboard[0] if result.leaderboard else None,
+        "tracking_uri": result.tracking_uri, "experiment_path": result.experiment_path,
+    }, default=str))
