@@ -40,7 +40,7 @@ def base_config_path(name: str) -> Path:
     return CONFIGS / f"sweep_{name}.yaml"
 
 
-def parser(description: Optional[str], num_samples: int, searcher: str, config: Path) -> argparse.ArgumentParser:
+def parser(description: Optional[str], num_samples: int, searcher: str, config: Path, scheduler: str = "asha") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
     p.add_argument("--config", type=Path, help=f"base trial YAML (default: {config.relative_to(CONFIGS.parent)}; with --smoke-test: {SMOKE_CONFIG.relative_to(CONFIGS.parent)})")
@@ -59,6 +59,10 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the first epoch after warm-up; 0: never prune)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial")
+    p.add_argument("--scheduler", default=scheduler, help="asha | pbt | pb2 (default: %(default)s); for pbt/pb2 --num-samples is the population size")
+    p.add_argument("--perturbation-interval", type=int, default=2, help="pbt/pb2: epochs between exploit/explore steps (default: %(default)s)")
+    p.add_argument("--quantile-fraction", type=float, default=0.25, help="pbt/pb2: the bottom fraction copies the top one (default: %(default)s)")
+    p.add_argument("--resample-probability", type=float, default=0.25, help="pbt: chance an explored knob is drawn afresh (default: %(default)s)")
     return p
 
 
@@ -74,7 +78,7 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
     smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Optional[Path] = None,
-    prune: bool = True,
+    prune: bool = True, scheduler: str = "asha", mutations: Optional[Space] = None,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print a JSON summary; exit 0 when every trial ended."""
     from galaxy_da.config import load_config
@@ -83,7 +87,7 @@ def main(
     from galaxy_da.sweep.tuner import run_sweep
 
     config = config or base_config_path(name)
-    args = parser(description, num_samples, searcher, config).parse_args(argv)
+    args = parser(description, num_samples, searcher, config, scheduler).parse_args(argv)
     if not prune:
         args.grace_period = 0
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
@@ -99,7 +103,9 @@ def main(
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
         grace_period=cfg.optim.epochs if args.grace_period == 0 else args.grace_period,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
-        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus,
+        tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, scheduler=args.scheduler,
+        perturbation_interval=args.perturbation_interval, quantile_fraction=args.quantile_fraction,
+        resample_probability=args.resample_probability, mutations=mutations,
     )
     result = run_sweep(cfg, settings, resume=args.resume)
     print(f"\nleaderboard of sweep {settings.name} (MLflow parent run {result.parent_run_id}):\n")
