@@ -188,8 +188,9 @@ def ensure_experiment(client, name: str, tracking_uri: str) -> str:
         return experiment.experiment_id
 
 
-def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkpoint_dir: Path, title: str) -> None:
-    """Checkpoints, history JSON and the history plot, at the end of a trial."""
+def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkpoint_dir: Path, title: str,
+                      lineage: Optional[list[dict[str, Any]]] = None) -> None:
+    """Checkpoints, history JSON and the history plot at the end of a trial; a PBT member's ancestry too."""
     from galaxy_da.checkpoint import BEST, LAST
     from galaxy_da.plots import plot_history, save
 
@@ -197,6 +198,8 @@ def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkp
         if (checkpoint_dir / name).is_file():
             tracker.log_artifact(checkpoint_dir / name, "checkpoints")
     tracker.log_text(strict_json.dumps(history, indent=1, default=str), "history.json")
+    if lineage:
+        tracker.log_text(strict_json.dumps(lineage, indent=1), "lineage.json")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training_history.png"
         save(plot_history(history, title=title), path)

@@ -32,7 +32,7 @@ import functools
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -66,6 +66,7 @@ class TrainResult:
     checkpoint_dir: Path
     stopped_early: bool = False
     manifest_hash: str = ""
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- loop pieces
@@ -182,6 +183,8 @@ class Trainer:
         self.best: dict[str, Any] = {"epoch": None, "score": -math.inf, "stale": 0}
         self.next_epoch = 0
         self.stopped_early = False
+        self.lineage: list[dict[str, Any]] = []  # population-based training: the copies this state descends from
+        self.restored_config: Optional[dict[str, Any]] = None  # the config of the checkpoint resumed from
         if resume and (self.checkpoint_dir / LAST).is_file():
             self._restore(load_checkpoint(self.checkpoint_dir / LAST))
 
@@ -201,6 +204,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history, self.best, self.next_epoch = list(state["history"]), dict(state["best"]), state["epoch"] + 1
         self.stopped_early = bool(state.get("stopped_early", False))
+        self.lineage, self.restored_config = list(state.get("lineage", [])), state["config"]
 
     def snapshot(self, epoch: int) -> dict[str, Any]:
         """Everything needed to resume exactly, and to rebuild the model without the config file."""
@@ -215,6 +219,7 @@ class Trainer:
             "epoch": epoch,
             "stopped_early": self.stopped_early,
             "history": self.history,
+            "lineage": self.lineage,
             "best": self.best,
             "config": self.cfg.model_dump(mode="json"),
             "config_hash": self.cfg.hash(),
@@ -226,7 +231,8 @@ class Trainer:
         }
 
     def result(self) -> TrainResult:
-        return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early, self.data.view.manifest_hash)
+        return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early,
+                           self.data.view.manifest_hash, self.lineage)
 
     def epochs(self, until_epoch: Optional[int] = None) -> Iterator[dict[str, Any]]:
         """Train epoch after epoch (up to ``until_epoch`` epochs in all); yield each epoch's record.
@@ -274,6 +280,7 @@ class Trainer:
             "schedule/align_weight": knobs.align_weight,
             "schedule/blur": knobs.blur,
             "schedule/grl": knobs.grl_strength,
+            "schedule/topk": float(cfg.align.topk),
             "schedule/aligning": float(knobs.aligning),
         })
         improved = False

@@ -153,7 +153,7 @@ def close_finished_run(tracker, result: TrainResult, data_path: str, tags: dict[
 
     tracker.set_tags({"data_manifest_hash": result.manifest_hash, "data_path": data_path, **tags})
     tracker.log_metrics({"best/epoch": -1 if result.best_epoch is None else result.best_epoch, "best/score": result.best_score})
-    log_trial_outputs(tracker, result.history, result.checkpoint_dir, title=title or tracker.run_id[:8])
+    log_trial_outputs(tracker, result.history, result.checkpoint_dir, title=title or tracker.run_id[:8], lineage=result.lineage)
     tracker.finish("FINISHED")
 
 

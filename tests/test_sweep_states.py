@@ -36,7 +36,8 @@ def test_a_grace_period_inside_warmup_is_refused_naming_both_numbers(toy_dataset
 
 
 def test_the_default_first_rung_follows_the_longest_warmup_in_the_space(toy_dataset):
-    from galaxy_da.sweep.tuner import grace_period, prepare_base
+    from galaxy_da.sweep.schedulers import grace_period
+    from galaxy_da.sweep.tuner import prepare_base
 
     base = prepare_base(tiny_config(toy_dataset, "grace", **{"optim.epochs": 8, "optim.warmup_epochs": 1}))
     assert grace_period(base, SweepSettings(name="g", space={"optim.lr": {"choice": [1e-3]}})) == 2

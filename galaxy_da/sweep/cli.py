@@ -49,7 +49,7 @@ def base_config_path(name: str) -> Path:
     return CONFIGS / f"sweep_{name}.yaml"
 
 
-def parser(description: Optional[str], num_samples: int, searcher: str, config: Path) -> argparse.ArgumentParser:
+def parser(description: Optional[str], num_samples: int, searcher: str, config: Path, scheduler: str = "asha") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config, e.g. optim.epochs=30")
     p.add_argument("--config", type=Path, help=f"base trial YAML (default: {config.relative_to(CONFIGS.parent)}; with --smoke-test: {SMOKE_CONFIG.relative_to(CONFIGS.parent)})")
@@ -74,6 +74,10 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="trials ask for GPUs (default: when the cluster has GPU nodes or its autoscaler can add them)")
     p.add_argument("--autoscaler-config", help="autoscaler YAML whose node types decide --use-gpu (default: ~/ray_bootstrap_config.yaml, where `ray up` puts it)")
+    p.add_argument("--scheduler", default=scheduler, help="asha | pbt | pb2 (default: %(default)s); for pbt/pb2 --num-samples is the population size")
+    p.add_argument("--perturbation-interval", type=int, default=2, help="pbt/pb2: epochs between exploit/explore steps (default: %(default)s)")
+    p.add_argument("--quantile-fraction", type=float, default=0.25, help="pbt/pb2: the bottom fraction copies the top one (default: %(default)s)")
+    p.add_argument("--resample-probability", type=float, default=0.25, help="pbt: chance an explored knob is drawn afresh (default: %(default)s)")
     return p
 
 
@@ -97,7 +101,7 @@ def grace_period(args: argparse.Namespace, epochs: int) -> Optional[int]:
 def main(
     name: str, space: Space, num_samples: int, description: Optional[str] = None, searcher: str = "optuna",
     smoke_space: Optional[Space] = None, argv: Optional[list[str]] = None, config: Optional[Path] = None,
-    prune: bool = True,
+    prune: bool = True, scheduler: str = "asha", mutations: Optional[Space] = None,
 ) -> int:
     """Parse the flags, run (or resume) the sweep, print the leaderboard and a JSON summary.
 
@@ -109,13 +113,14 @@ def main(
     from galaxy_da.commands import guarded
 
     config = config or base_config_path(name)
-    cli = parser(description, num_samples, searcher, config)
+    cli = parser(description, num_samples, searcher, config, scheduler)
     args = cli.parse_args(argv)
-    return guarded(cli.prog, lambda: run(name, space, smoke_space, config, args, prune, num_samples))
+    return guarded(cli.prog, lambda: run(name, space, smoke_space, config, args, prune, num_samples, mutations))
 
 
 def run(
     name: str, space: Space, smoke_space: Optional[Space], config: Path, args: argparse.Namespace, prune: bool, num_samples: int,
+    mutations: Optional[Space],
 ) -> int:
     from galaxy_da.config import load_config
     from galaxy_da.sweep.settings import SweepSettings
@@ -135,7 +140,9 @@ def run(
         grace_period=cfg.optim.epochs if grace == 0 else grace,  # every epoch: no pruning
         max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage_path,
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
-        use_gpu=args.use_gpu, autoscaler_config=args.autoscaler_config,
+        use_gpu=args.use_gpu, autoscaler_config=args.autoscaler_config, scheduler=args.scheduler,
+        perturbation_interval=args.perturbation_interval, quantile_fraction=args.quantile_fraction,
+        resample_probability=args.resample_probability, mutations=mutations,
     )
 
     from galaxy_da.sweep.state import discard_smoke_sweep

@@ -32,8 +32,13 @@ class SweepSettings:
     max_concurrent: int = 2
     searcher: str = "optuna"
     seed: int = 0
+    scheduler: str = "asha"  # asha | pbt | pb2 (galaxy_da.sweep.schedulers)
     grace_period: Optional[int] = None  # ASHA's first rung in epochs; None: the first epoch after warm-up
     reduction_factor: int = 2
+    perturbation_interval: int = 2  # PBT/PB2: epochs between exploit/explore steps
+    quantile_fraction: float = 0.25  # PBT/PB2: the bottom fraction copies the top fraction
+    resample_probability: float = 0.25  # PBT: chance that an explored knob is drawn afresh
+    mutations: Optional[Space] = None  # PBT/PB2: the knobs they may change (default: the whole space)
     max_failures: int = 1
     cpus_per_trial: float = 1.0
     gpu_share: dict[str, float] = field(default_factory=lambda: dict(GPU_SHARE))

@@ -120,6 +120,10 @@ def largest_value(base: dict[str, Any], space: Space, key: str) -> Any:
     return max(values)
 
 
+def is_categorical(path: str, spec: dict[str, Any]) -> bool:
+    return DISTRIBUTIONS[_kind_and_args(path, spec)[0]].categorical
+
+
 def uses_grid(space: Space) -> bool:
     return any(_kind_and_args(path, spec)[0] == "grid" for path, spec in space.items())
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from galaxy_da.config import TrialConfig, config_to_yaml
 from galaxy_da.sweep.leaderboard import leaderboard, plot_sweep_scores, to_markdown, write_csv
+from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS
 from galaxy_da.sweep.settings import SweepSettings
 from galaxy_da.tracking import ensure_experiment
 
@@ -101,6 +102,11 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
             client.log_text(parent_run_id, Path(best_config).read_text(), "best_config.yaml")
             client.set_tag(parent_run_id, "best_run_id", best["run_id"])
             client.log_metric(parent_run_id, "best/score", best["score"])
+    if settings.scheduler in POPULATION_SCHEDULERS:
+        from galaxy_da.sweep.leaderboard import child_runs
+        from galaxy_da.sweep.lineage import log_population
+
+        log_population(client, parent_run_id, child_runs(client, experiment_id, parent_run_id))
     client.log_metric(parent_run_id, "sweep/trials", len(rows))
     client.set_terminated(parent_run_id, "FINISHED")
     return rows

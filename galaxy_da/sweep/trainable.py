@@ -21,6 +21,11 @@ The trial closes its own MLflow run, synchronously, in the actor:
 - interrupted (sweep stopped, node lost): KILLED in ``cleanup`` if it ran; a
   restored trial re-attaches to the same run, so MLflow keeps one run per trial;
 - raised: FAILED with the error, in ``step``.
+
+Population-based training (``pbt``/``pb2``) restores a member from *another*
+member's checkpoint with perturbed knobs. The member then continues from the
+copied weights, optimiser state and epoch under its own (new) config, keeps its
+own MLflow run, and records the copy in its lineage (:mod:`galaxy_da.sweep.lineage`).
 """
 
 from __future__ import annotations
@@ -38,12 +43,13 @@ from ray import tune
 
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.leaderboard import TRIAL_TAG, VARIED_TAG_PREFIX
+from galaxy_da.sweep.lineage import log_learned_schedule, record_copy
 from galaxy_da.sweep.naming import trial_run_name
+from galaxy_da.sweep.schedulers import TIME_ATTR
 from galaxy_da.sweep.space import Space
 from galaxy_da.sweep.stops import announced_stop
 
 RUN_ID_FILE = "mlflow_run.json"
-TIME_ATTR = "epochs_done"
 CHECKPOINT_FILES = ("last.pt", "best.pt", RUN_ID_FILE)
 
 
@@ -60,17 +66,29 @@ def node_tags(previous: str, node_ip: str) -> dict[str, str]:
     return {"node_ip": node_ip, "node_ips": ",".join(hosts if hosts and hosts[-1] == node_ip else hosts + [node_ip])}
 
 
-def delete_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> None:
-    """A trial restarted without a checkpoint may have left a run behind; one run per trial stays."""
+def trial_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> list:
+    """The live runs tagged with ``trial_id`` under this sweep's parent run."""
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.tracking import ensure_experiment
 
     client = MlflowClient(tracking_uri)
-    experiment_id = ensure_experiment(client, experiment, tracking_uri)
-    stale = client.search_runs([experiment_id], filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'")
-    for run in stale:
-        client.delete_run(run.info.run_id)
+    return client.search_runs([ensure_experiment(client, experiment, tracking_uri)],
+                              filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def delete_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> None:
+    """A trial restarted without a checkpoint may have left a run behind; one run per trial stays."""
+    from mlflow.tracking import MlflowClient
+
+    for run in trial_runs(tracking_uri, experiment, parent_run_id, trial_id):
+        MlflowClient(tracking_uri).delete_run(run.info.run_id)
+
+
+def find_trial_run(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> Optional[str]:
+    """The live run of ``trial_id`` in this sweep, if it has one."""
+    runs = trial_runs(tracking_uri, experiment, parent_run_id, trial_id)
+    return runs[0].info.run_id if runs else None
 
 
 def placement_tags() -> dict[str, str]:
@@ -85,7 +103,7 @@ class SweepTrial(tune.Trainable):
     """One sweep trial; Tune passes ``base``, ``space``, ``parent_run_id``, ... through ``tune.with_parameters``."""
 
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], space: Space, parent_run_id: str,
-              tracking_uri: str, experiment_path: str, threads: float, use_gpu: bool) -> None:
+              tracking_uri: str, experiment_path: str, threads: float, use_gpu: bool, population: bool = False) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
@@ -93,6 +111,7 @@ class SweepTrial(tune.Trainable):
         self.base, self.space = base, space
         self.parent_run_id, self.tracking_uri, self.experiment_path = parent_run_id, tracking_uri, experiment_path
         self.threads, self.use_gpu = threads, use_gpu
+        self.population = population  # PBT/PB2: each member also logs the schedule it learned
         self._prepare(config)
 
     def _prepare(self, config: dict[str, Any]) -> None:
@@ -102,7 +121,8 @@ class SweepTrial(tune.Trainable):
         self.varied = {VARIED_TAG_PREFIX + path: label for path, label in search_space.describe(self.space, config).items()}
         self.owner = self.trial_id  # Tune renames a reused actor before reset_config; the old trial's id is kept here
         self.work = Path(tempfile.mkdtemp(prefix=f"galaxy-da-trial-{self.owner}-"))
-        self.stored_run_id: Optional[str] = None  # set when Tune restores a checkpoint
+        self.stored_run_id: Optional[str] = None  # set when Tune restores this trial's own checkpoint
+        self.copied_from: Optional[dict[str, Any]] = None  # set when PBT restores another member's checkpoint
         self.trial = None
         self.epochs = None
         self.workers = None  # the Ray Train workers of a multi-worker trial
@@ -111,10 +131,12 @@ class SweepTrial(tune.Trainable):
         from galaxy_da.tracking import RunTracker
         from galaxy_da.trial import TrackedTrial, close_failed_run
 
-        if self.stored_run_id is None:
+        if self.copied_from is not None:  # PBT: continue another member's state in this member's own run
+            self.stored_run_id = find_trial_run(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
+        elif self.stored_run_id is None:
             delete_stale_runs(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
         tags = {TRIAL_TAG: self.owner, **node_tags("", ray.util.get_node_ip_address()), **self.varied}
-        resume = self.stored_run_id is not None
+        resume = self.stored_run_id is not None or self.copied_from is not None
         try:
             if self.cfg.resources.workers_per_trial > 1:
                 from galaxy_da.sweep.ddp import DistributedTrainer
@@ -133,6 +155,8 @@ class SweepTrial(tune.Trainable):
         if self.stored_run_id is not None:  # re-attached, maybe on another host
             previous = self.trial.tracker.client.get_run(self.stored_run_id).data.tags.get("node_ips", "")
             self.trial.tracker.set_tags(node_tags(previous, ray.util.get_node_ip_address()))
+        if self.copied_from is not None:
+            record_copy(self.trial, self.owner, self.copied_from, self.varied)
         (self.work / RUN_ID_FILE).write_text(json.dumps({"run_id": self.trial.run_id, "trial_id": self.owner}))
         self.epochs = self.trial.epochs()
 
@@ -149,6 +173,8 @@ class SweepTrial(tune.Trainable):
             if self.trial.trainer.finished:
                 self.trial.finish()
                 self._release_workers()
+                if self.population:
+                    log_learned_schedule(self.trial, self.owner)
                 metrics[tune.result.DONE] = True
             return metrics
         except BaseException as error:
@@ -162,10 +188,13 @@ class SweepTrial(tune.Trainable):
                 shutil.copy2(self.work / name, Path(checkpoint_dir) / name)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """This trial's own checkpoint (a restart), or another member's (a PBT exploit)."""
         for name in CHECKPOINT_FILES:
             if (Path(checkpoint_dir) / name).is_file():
                 shutil.copy2(Path(checkpoint_dir) / name, self.work / name)
-        self.stored_run_id = json.loads((self.work / RUN_ID_FILE).read_text())["run_id"]
+        owner = json.loads((self.work / RUN_ID_FILE).read_text())
+        mine = owner["trial_id"] == self.owner
+        self.stored_run_id, self.copied_from = (owner["run_id"], None) if mine else (None, owner)
 
     def _release_workers(self) -> None:
         if self.workers is not None:

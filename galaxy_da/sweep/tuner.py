@@ -46,9 +46,9 @@ from galaxy_da.sweep.gpus import decide_use_gpu
 from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
-from galaxy_da.sweep.stops import AnnouncingASHA
+from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS, build_scheduler, check_scheduler
 from galaxy_da.sweep.tracking_server import tracking_server
-from galaxy_da.sweep.trainable import TIME_ATTR, SweepTrial
+from galaxy_da.sweep.trainable import SweepTrial
 from galaxy_da.tracking import default_tracking_uri
 
 # --------------------------------------------------------------------------- search
@@ -78,30 +78,6 @@ def build_searcher(settings: SweepSettings):
     if settings.searcher == "optuna" and search_space.uses_grid(settings.space):
         raise ConfigError("search space: 'grid' entries need searcher='random' (Optuna samples; it does not enumerate grids)")
     return SEARCHERS[settings.searcher](settings)
-
-
-def grace_period(base: dict[str, Any], settings: SweepSettings) -> int:
-    """ASHA's first rung, in epochs: by default the first epoch after the longest warm-up in the space.
-
-    A rung inside warm-up would compare trials before their alignment has run
-    (DESIGN principle 9), so an explicit grace period that short is refused.
-    """
-    warmup = search_space.largest_value(base, settings.space, "optim.warmup_epochs")
-    if settings.grace_period is None:
-        return warmup + 1
-    if settings.grace_period <= warmup:
-        raise ConfigError(
-            f"grace period {settings.grace_period} would prune inside warm-up: trials warm up for {warmup} epoch(s), "
-            f"so ASHA's first rung must come at epoch {warmup + 1} or later (--grace-period {warmup + 1})"
-        )
-    return settings.grace_period
-
-
-def build_scheduler(base: dict[str, Any], settings: SweepSettings):
-    return AnnouncingASHA(
-        settings.experiment_path, time_attr=TIME_ATTR, max_t=base["optim"]["epochs"],
-        grace_period=grace_period(base, settings), reduction_factor=settings.reduction_factor,
-    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -160,6 +136,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
     trainable = tune.with_parameters(
         SweepTrial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
         experiment_path=settings.experiment_path, threads=settings.cpus_per_trial, use_gpu=has_gpu,
+        population=settings.scheduler in POPULATION_SCHEDULERS,
     )
     trainable = tune.with_resources(
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
@@ -180,7 +157,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
         run_config=tune.RunConfig(
             name=settings.name, storage_path=settings.storage_uri,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
+            # a population keeps every checkpoint: members copy each other's, and the lineage plot reads them
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if settings.scheduler in POPULATION_SCHEDULERS else 2, checkpoint_frequency=1),
             callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path)],
             verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
@@ -203,7 +181,7 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     base = prepare_base(cfg)
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
-    grace_period(base, settings)
+    check_scheduler(base, settings)
     # A missing, unfinished or corrupted dataset fails here, before anything starts.
     ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes).manifest
     state = read_sweep_state(settings)
