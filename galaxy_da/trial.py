@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from galaxy_da.config import TrialConfig
+from galaxy_da.data.reader import ShardDataset
 from galaxy_da.selection import RULE_READS
 from galaxy_da.tracking import SCORED_ON_TAG
 from galaxy_da.train import Trainer, TrainResult
-from galaxy_da.trial_data import TrialData
 
 ERROR_TAG_LIMIT = 5000
 
@@ -56,18 +56,22 @@ def format_record(record: dict[str, Any], rule: str) -> str:
 SCORED_SPLITS = {"source_val": ("source val", "source", "val"), "target": ("target adapt", "target", "adapt")}
 
 
-def scored_on(data: TrialData, rule: str) -> str:
+def scored_on(cfg: TrialConfig, rule: str) -> str:
     """What the rule's epoch scores are computed on, e.g. ``source val 160 of 300`` or ``target adapt 480 (full split)``.
 
-    ``data.max_source`` / ``data.max_target`` subsample the splits, so a trial's
-    ``select/<rule>`` can differ from the same rule on the full splits (``galaxy-da eval``).
+    ``data.max_source`` / ``data.max_target`` subsample the splits (to at most
+    that many galaxies), so a trial's ``select/<rule>`` can differ from the same
+    rule on the full splits (``galaxy-da eval``). Read from the config and the
+    manifest's counts alone, so it holds for any trainer, in-process or multi-worker.
     """
-    used = {"source_val": len(data.source_val), "target": len(data.target_adapt)}
+    view = ShardDataset(cfg.data.path).training_view()
+    limits = {"source_val": cfg.data.max_source, "target": cfg.data.max_target}
     samples = []
     for reads in sorted(RULE_READS[rule]):
         name, domain, split = SCORED_SPLITS[reads]
-        total = data.view.split_size(domain, split)
-        samples.append(f"{name} {used[reads]} of {total}" if used[reads] < total else f"{name} {total} (full split)")
+        total = view.split_size(domain, split)
+        used = total if limits[reads] is None else min(limits[reads], total)
+        samples.append(f"{name} {used} of {total}" if used < total else f"{name} {total} (full split)")
     return ", ".join(samples)
 
 
@@ -98,10 +102,11 @@ class TrackedTrial:
         if track:
             from galaxy_da.tracking import RunTracker
 
-            self.tracker = RunTracker(cfg, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
-            if run_id is not None:
+            tags = {**(extra_tags or {}), SCORED_ON_TAG: scored_on(cfg, cfg.selection.rule)}  # before the run: a failure here leaves none
+            self.tracker = RunTracker(cfg, parent_run_id=parent_run_id, run_id=run_id, extra_tags=tags)
+            if run_id is not None:  # re-attached: the run exists, with its tags from its first start
                 self.tracker.client.update_run(run_id, status="RUNNING")
-            self.tracker.set_tags({SCORED_ON_TAG: scored_on(self.trainer.data, cfg.selection.rule)})
+                self.tracker.set_tags({SCORED_ON_TAG: tags[SCORED_ON_TAG]})
         self.closed = False
 
     @property

@@ -46,21 +46,24 @@ def gpu_cluster():
 
 
 def gpu_sweep(cluster, data: Path, tmp_path: Path, name: str, space: dict, concurrent: int, **extra):
+    """A sweep on the autoscaling cluster, logging through one MLflow server (a multi-node sweep refuses a bare sqlite file)."""
     from mlflow.tracking import MlflowClient
 
+    from galaxy_da.sweep.tracking_server import tracking_server
     from galaxy_da.sweep.tuner import run_sweep
 
     cfg = load_config(None, {**TINY, "data.path": str(data), "tracking.experiment": name, **extra})
-    settings = SweepSettings(
-        name=name, space=space, searcher="random", num_samples=1, max_concurrent=concurrent, grace_period=cfg.optim.epochs,
-        storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", address=cluster.address,
-        autoscaler_config=str(cluster.config_path),
-    )
-    result = run_sweep(cfg, settings)
-    assert result.complete
-    client = MlflowClient(result.tracking_uri)
-    parent = client.get_run(result.parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    with tracking_server(f"sqlite:///{tmp_path / 'mlflow.db'}") as tracking_uri:
+        settings = SweepSettings(
+            name=name, space=space, searcher="random", num_samples=1, max_concurrent=concurrent, grace_period=cfg.optim.epochs,
+            storage_path=str(tmp_path / "ray"), tracking_uri=tracking_uri, address=cluster.address,
+            autoscaler_config=str(cluster.config_path),
+        )
+        result = run_sweep(cfg, settings)
+        assert result.complete
+        client = MlflowClient(result.tracking_uri)
+        parent = client.get_run(result.parent_run_id)
+        runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
     return parent, runs
 
 

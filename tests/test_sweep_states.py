@@ -117,6 +117,28 @@ def test_a_trial_the_scheduler_stops_closes_its_own_run_finished_with_its_artifa
 
 
 @pytest.mark.slow
+def test_a_run_whose_trial_tune_never_saved_is_deleted_and_the_others_are_left_alone(pruned_sweep):
+    """A driver killed right after a trial started, before Tune saved it, leaves a RUNNING run no trial will close."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from galaxy_da.sweep.leaderboard import TRIAL_TAG
+    from galaxy_da.sweep.state import close_orphaned_runs
+    from galaxy_da.sweep.trainable import SweepTrial
+
+    result, _ = pruned_sweep
+    client = MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    lost = client.create_run(parent.info.experiment_id, tags={"mlflow.parentRunId": result.parent_run_id, TRIAL_TAG: "lost0001"})
+    grid = tune.Tuner.restore(result.experiment_path, trainable=SweepTrial).get_results()  # the sweep's real results
+    before = {run.info.run_id: run.info.status for run in child_runs(client, result.parent_run_id) if run.info.run_id != lost.info.run_id}
+
+    assert close_orphaned_runs(client, grid, result.parent_run_id) == [lost.info.run_id]
+    assert client.get_run(lost.info.run_id).info.lifecycle_stage == "deleted"
+    assert {run.info.run_id: run.info.status for run in child_runs(client, result.parent_run_id)} == before
+
+
+@pytest.mark.slow
 def test_a_crashing_trial_stays_failed_with_its_error(toy_dataset, tmp_path):
     """An exploding learning rate gives a non-finite loss mid-training: FAILED, with the error, after the retry."""
     from mlflow.tracking import MlflowClient

@@ -112,13 +112,16 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
     return rows
 
 
-def close_orphaned_runs(client, grid) -> list[str]:
+def close_orphaned_runs(client, grid, parent_run_id: str) -> list[str]:
     """Close the runs of trials that ended in Tune's eyes but not in MLflow's; return their ids.
 
     A trial closes its own run. Only a driver killed between a scheduler's stop
     and the trial's clean-up (the trial's actor dies with the driver) can leave
     the run of an ended trial RUNNING or KILLED; after ``--resume`` the driver
     closes it from the trial's last checkpoint, tagged ``closed_by=driver``.
+    A driver killed before Tune saved a just-started trial leaves a run whose
+    trial Tune never recorded (the searcher suggests it again under a new id):
+    that run is deleted (:func:`delete_forgotten_runs`).
     """
     from galaxy_da.checkpoint import LAST, load_checkpoint
     from galaxy_da.sweep.trainable import RUN_ID_FILE
@@ -142,4 +145,24 @@ def close_orphaned_runs(client, grid) -> list[str]:
             stop_tags = {"stopped_by": "scheduler", "stopped_after_epochs": str(epochs_done)} if epochs_done < epochs and not state.get("stopped_early") else {}
             close_finished_run(RunTracker(TrialConfig(), tracking_uri=client.tracking_uri, run_id=run_id), outcome, state["data_path"], {"closed_by": "driver", **stop_tags})
             closed.append(run_id)
-    return closed
+    return closed + delete_forgotten_runs(client, grid, parent_run_id)
+
+
+def delete_forgotten_runs(client, grid, parent_run_id: str) -> list[str]:
+    """Delete the still-RUNNING child runs of trials that are not in ``grid``; return their ids.
+
+    Called after a sweep whose trials all ended: a run of a trial Tune knows is
+    closed by then, so a RUNNING one belongs to a trial lost with a killed driver
+    before its first save. Deletion is MLflow's soft delete (``mlflow gc`` purges).
+    """
+    from galaxy_da.sweep.leaderboard import TRIAL_TAG
+    from galaxy_da.sweep.tuner import trial_id_of_path
+
+    known = {trial_id_of_path(result.path) for result in grid if result.path}
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    forgotten = [run for run in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+                 if run.data.tags.get(TRIAL_TAG) not in known]
+    for run in forgotten:
+        client.set_tag(run.info.run_id, "closed_by", "driver: trial lost with a killed driver before Tune saved it")
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in forgotten]

@@ -131,6 +131,15 @@ def _complete(grid, settings: SweepSettings) -> bool:
     return grid.num_terminated + grid.num_errors >= expected_trials(settings)
 
 
+def trial_dirname(trial) -> str:
+    """``trial_<id>``: the trial's folder under the sweep's storage path (:func:`trial_id_of_path` reads it back)."""
+    return f"trial_{trial.trial_id}"
+
+
+def trial_id_of_path(path: str) -> str:
+    return Path(path).name.removeprefix("trial_")
+
+
 def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool, has_gpu: bool) -> tune.Tuner:
     base = prepare_base(cfg)
     trainable = tune.with_parameters(
@@ -152,7 +161,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             scheduler=build_scheduler(base, settings), num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=settings.name, storage_path=settings.storage_uri,
@@ -211,7 +220,7 @@ def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str
                 has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
                 client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
                 grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu).fit()
-                close_orphaned_runs(client, grid)
+                close_orphaned_runs(client, grid, parent_run_id)
                 complete = _complete(grid, settings)
                 rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
                 if not complete:
