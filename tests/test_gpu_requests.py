@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from galaxy_da.config import load_config
 from galaxy_da.sweep.gpus import configured_node_types, decide_use_gpu, gpu_node_types
-from galaxy_da.sweep.settings import SweepSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_WORKER = {"resources": {"CPU": 4, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}
@@ -34,6 +35,12 @@ def test_a_flag_overrides_the_cluster_and_a_missing_config_file_is_named():
         configured_node_types("/nowhere.yaml")
 
 
+@pytest.fixture(autouse=True)
+def cluster_without_tokens(monkeypatch):
+    """The test cluster runs with ``RAY_AUTH_MODE=disabled``; an earlier in-process ``ray.init`` leaves ``token`` in os.environ."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+
 @pytest.fixture(scope="module")
 def gpu_cluster():
     """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2."""
@@ -45,25 +52,44 @@ def gpu_cluster():
     cluster.shutdown()
 
 
+SWEEP_IN_A_FRESH_PROCESS = """
+import json, sys
+from galaxy_da.config import load_config
+from galaxy_da.sweep.settings import SweepSettings
+from galaxy_da.sweep.tuner import run_sweep
+args = json.loads(sys.argv[1])
+result = run_sweep(load_config(None, args["overrides"]), SweepSettings(**args["settings"]))
+print(json.dumps({"complete": result.complete, "parent_run_id": result.parent_run_id}))
+"""
+
+
 def gpu_sweep(cluster, data: Path, tmp_path: Path, name: str, space: dict, concurrent: int, **extra):
-    """A sweep on the autoscaling cluster, logging through one MLflow server (a multi-node sweep refuses a bare sqlite file)."""
+    """A sweep on the autoscaling cluster, from a fresh driver process as the CLI would start it.
+
+    It logs through one MLflow server (a multi-node sweep refuses a bare sqlite file). A driver
+    process that already ran a local ``ray.init`` (earlier tests) loses its trials' actors on
+    this cluster ("cancelled before it started running"), hence the fresh process.
+    """
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.sweep.tracking_server import tracking_server
-    from galaxy_da.sweep.tuner import run_sweep
 
-    cfg = load_config(None, {**TINY, "data.path": str(data), "tracking.experiment": name, **extra})
+    overrides = {**TINY, "data.path": str(data), "tracking.experiment": name, **extra}
     with tracking_server(f"sqlite:///{tmp_path / 'mlflow.db'}") as tracking_uri:
-        settings = SweepSettings(
-            name=name, space=space, searcher="random", num_samples=1, max_concurrent=concurrent, grace_period=cfg.optim.epochs,
+        settings = dict(
+            name=name, space=space, searcher="random", num_samples=1, max_concurrent=concurrent, grace_period=overrides["optim.epochs"],
             storage_path=str(tmp_path / "ray"), tracking_uri=tracking_uri, address=cluster.address,
             autoscaler_config=str(cluster.config_path),
         )
-        result = run_sweep(cfg, settings)
-        assert result.complete
-        client = MlflowClient(result.tracking_uri)
-        parent = client.get_run(result.parent_run_id)
-        runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+        env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-c", SWEEP_IN_A_FRESH_PROCESS, json.dumps({"overrides": overrides, "settings": settings})],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["complete"]
+        client = MlflowClient(tracking_uri)
+        parent = client.get_run(result["parent_run_id"])
+        runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['parent_run_id']}'")
     return parent, runs
 
 

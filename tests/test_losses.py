@@ -211,14 +211,12 @@ def test_dann_discriminator_learns_far_domains_but_not_identical_ones():
 
 
 def reference_log_sinkhorn(cost: torch.Tensor, eps: float, iterations: int = 3000) -> torch.Tensor:
-    """An independent float64 log-domain Sinkhorn with uniform marginals, iterated to convergence."""
+    """The entropic plan by an independent library: POT's log-domain Sinkhorn, float64, uniform marginals, to convergence."""
+    import ot
+
     n, m = cost.shape
-    log_a, log_b = torch.full((n,), -math.log(n), dtype=torch.float64), torch.full((m,), -math.log(m), dtype=torch.float64)
-    f, g = torch.zeros(n, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
-    for _ in range(iterations):
-        f = -eps * torch.logsumexp(log_b[None, :] + (g[None, :] - cost) / eps, dim=1)
-        g = -eps * torch.logsumexp(log_a[:, None] + (f[:, None] - cost) / eps, dim=0)
-    return torch.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - cost) / eps)
+    uniform = lambda k: torch.full((k,), 1.0 / k, dtype=torch.float64)
+    return ot.sinkhorn(uniform(n), uniform(m), cost.detach().double(), eps, method="sinkhorn_log", numItermax=iterations, stopThr=1e-13)
 
 
 def test_topk_ot_plan_and_cost_match_an_independent_float64_sinkhorn():
