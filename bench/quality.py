@@ -18,7 +18,11 @@ one MLflow parent run, and reproduces with the ``galaxy-da train`` command
 printed beside its method.
 
 Run: ``python bench/quality.py --data data/quality`` (renders the dataset, 3000
-source + 2500 target, when it is missing; about 2 hours on 2 cores).
+source + 2500 target, when it is missing; several hours on 2 cores). Each finished
+job is appended to ``<json>.jobs.jsonl`` (``bench/results/quality.jobs.jsonl``) as it
+ends; running the same command again skips those jobs and continues (``--fresh``
+starts over). The kept jobs are keyed by method and command, not by code version:
+start over after any change that alters training.
 """
 
 from __future__ import annotations

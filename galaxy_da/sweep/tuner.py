@@ -98,6 +98,8 @@ def start_ray(settings: SweepSettings) -> int:
     """Start or join Ray; the number of live nodes."""
     address = resolve_address(settings.address)
     local = address == "local"
+    # Ray's default token auth announces itself on every local start: not news, and not a trial event
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(
         address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
         log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
