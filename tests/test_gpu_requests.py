@@ -35,12 +35,6 @@ def test_a_flag_overrides_the_cluster_and_a_missing_config_file_is_named():
         configured_node_types("/nowhere.yaml")
 
 
-@pytest.fixture(autouse=True)
-def cluster_without_tokens(monkeypatch):
-    """The test cluster runs with ``RAY_AUTH_MODE=disabled``; an earlier in-process ``ray.init`` leaves ``token`` in os.environ."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-
-
 @pytest.fixture(scope="module")
 def gpu_cluster():
     """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2."""
@@ -68,7 +62,8 @@ def gpu_sweep(cluster, data: Path, tmp_path: Path, name: str, space: dict, concu
 
     It logs through one MLflow server (a multi-node sweep refuses a bare sqlite file). A driver
     process that already ran a local ``ray.init`` (earlier tests) loses its trials' actors on
-    this cluster ("cancelled before it started running"), hence the fresh process.
+    this cluster ("cancelled before it started running"), hence the fresh process; and a test process
+    that joined this cluster would keep its (later deleted) session folder for the next tests' local Ray.
     """
     from mlflow.tracking import MlflowClient
 
@@ -93,15 +88,19 @@ def gpu_sweep(cluster, data: Path, tmp_path: Path, name: str, space: dict, concu
     return parent, runs
 
 
-def gpu_nodes(cluster) -> set[str]:
-    """Every node (alive or gone) that had a GPU."""
-    import ray
+GPU_NODES = """
+import json, sys, ray
+ray.init(address=sys.argv[1], include_dashboard=False)
+print(json.dumps([node["NodeID"] for node in ray.nodes() if node["Resources"].get("GPU", 0) > 0]))
+"""
 
-    ray.init(address=cluster.address, include_dashboard=False)
-    try:
-        return {node["NodeID"] for node in ray.nodes() if node["Resources"].get("GPU", 0) > 0}
-    finally:
-        ray.shutdown()
+
+def gpu_nodes(cluster) -> set[str]:
+    """Every node (alive or gone) that had a GPU, asked from a fresh process (see :func:`gpu_sweep`)."""
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", GPU_NODES, cluster.address], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.slow
