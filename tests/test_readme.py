@@ -67,3 +67,10 @@ def test_the_demo_and_sweeps_point_at_make_ui_for_the_project_store():
     assert ui_command(f"sqlite:///{ROOT / DEFAULT_STORE / 'mlflow.db'}") == "make ui"
     other = ui_command("sqlite:////elsewhere/mlflow.db")
     assert other.endswith("mlflow ui --backend-store-uri sqlite:////elsewhere/mlflow.db") and Path(other.split()[0]).is_file()
+
+
+def test_the_package_declares_its_license_as_an_spdx_string():
+    """A table-valued ``project.license`` makes setuptools print a deprecation warning on every install (``make demo``)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert isinstance(project["license"], str) and project["license"] == "MIT"
