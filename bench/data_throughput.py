@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,9 @@ from galaxy_da.data.reader import ShardDataset, decode_images
 from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.synth import SynthParams, render_domain
 from galaxy_da.data.writer import DatasetWriter
+from timing import best_of  # bench/, on sys.path when run as a script
 
 BATCH = 64  # the training batch size (configs default)
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def to_batches(images: np.ndarray, stats: ChannelStats) -> int:

@@ -16,22 +16,13 @@ import argparse
 import hashlib
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Callable
 
 from galaxy_da.config import load_config
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.trial_data import load_trial_data
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of, seconds  # bench/, on sys.path when run as a script
 
 
 def trial_load(data: str, check: bool) -> Callable[[], object]:
@@ -68,8 +59,8 @@ def main() -> None:
         on(), off()  # warm the page cache
         timings = {"on": [], "off": []}
         for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
-            timings["on"].append(best_of(on, 1))
-            timings["off"].append(best_of(off, 1))
+            timings["on"].append(seconds(on))
+            timings["off"].append(seconds(off))
         results[name] = {"checked_s": min(timings["on"]), "unchecked_s": min(timings["off"])}
         results[name]["overhead_s"] = results[name]["checked_s"] - results[name]["unchecked_s"]
     results["sha256_mb_per_s"] = shard_bytes / 1e6 / best_of(hash_all(args.data), args.repeats)
