@@ -1,0 +1,132 @@
+"""What every study (``bench/quality.py``, ``bench/sweep_study.py``, ``bench/pbt_study.py``) shares.
+
+- ``--smoke``: the whole pipeline of a study (jobs, sweep, analysis, JSON, the
+  BENCHMARKS.md table and the plot) on a tiny rendered dataset and a three-epoch
+  budget (:data:`SMOKE_OVERRIDES`), in a few minutes; the test suite runs it.
+  A smoke writes into its own folder (``--out``, default a temporary one), its
+  own MLflow store there, and a *copy* of BENCHMARKS.md, never the real one.
+- :func:`write_section`: a study's table replaces the text between
+  ``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` in BENCHMARKS.md, so a
+  re-run updates its own section and nothing else.
+- :class:`Outputs`: where a study's JSON, plots, job log and BENCHMARKS.md go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+BENCHMARKS = REPO / "BENCHMARKS.md"
+
+# A study's smoke: three epochs (one warm-up), two steps each, small batches; every path runs.
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "optim.epochs": 3, "optim.warmup_epochs": 1, "optim.steps_per_epoch": 2,
+    "data.batch_size": 16, "data.eval_batch_size": 128,
+}
+SMOKE_DATA = {"n_source": 240, "n_target": 200, "size": 33}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--smoke``, ``--out`` and ``--benchmarks`` for every study."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="the whole study on a tiny rendered dataset and a 3-epoch budget, in a few minutes (into --out, "
+                             "default a temporary folder; BENCHMARKS.md is a copy there)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for {name}.json, its plots and job log (default: bench/results, or a temporary folder with --smoke)")
+    parser.add_argument("--benchmarks", type=Path, default=None,
+                        help="the BENCHMARKS.md whose study section is rewritten (default: the repository's; with --smoke a copy in --out)")
+
+
+@dataclass
+class Outputs:
+    """A study's files: ``<out>/<name>.json``, ``<out>/<name>.jobs.jsonl``, plots beside them, and BENCHMARKS.md."""
+
+    name: str
+    folder: Path
+    benchmarks: Path
+    smoke: bool
+
+    @property
+    def json(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    @property
+    def jobs(self) -> Path:
+        return self.folder / f"{self.name}.jobs.jsonl"
+
+    def plot(self, suffix: str = "") -> Path:
+        return self.folder / f"{self.name}{suffix}.png"
+
+    def tracking_uri(self, default: str) -> str:
+        """A smoke logs into its own sqlite store in ``folder``; a real study into ``default``."""
+        return f"sqlite:///{(self.folder / 'mlflow' / 'mlflow.db').resolve()}" if self.smoke else default
+
+    def write_json(self, payload: dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=1, default=str))
+        tmp.replace(self.json)
+        return self.json
+
+
+def outputs(args: argparse.Namespace, name: str) -> Outputs:
+    """Resolve ``--out`` / ``--benchmarks`` for ``--smoke`` or a real run."""
+    folder = args.out or (Path(tempfile.mkdtemp(prefix=f"{name}-smoke-")) if args.smoke else RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    benchmarks = args.benchmarks
+    if benchmarks is None:
+        benchmarks = BENCHMARKS
+        if args.smoke:
+            benchmarks = folder / "BENCHMARKS.md"
+            if not benchmarks.exists():
+                shutil.copy2(BENCHMARKS, benchmarks)
+    return Outputs(name, folder, benchmarks, args.smoke)
+
+
+def smoke_dataset(folder: Path) -> Path:
+    """A tiny rendered two-domain dataset (``SMOKE_DATA``) in ``folder/data``, rendered once."""
+    from galaxy_da.data import synth
+
+    data = folder / "data"
+    if not (data / "manifest.json").is_file():
+        synth.generate(data, seed=0, workers=1, progress=False, overwrite=True, **SMOKE_DATA)
+    return data
+
+
+def smoke_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget overrides a smoke adds to every trial (none for a real run)."""
+    return dict(SMOKE_OVERRIDES) if args.smoke else {}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- study:{name} -->", f"<!-- /study:{name} -->"
+
+
+def write_section(benchmarks: Path, name: str, markdown: str) -> None:
+    """Replace the text between ``name``'s markers in ``benchmarks`` (appended with its markers if absent)."""
+    begin, end = markers(name)
+    text = benchmarks.read_text() if benchmarks.exists() else ""
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    benchmarks.write_text(text)
+
+
+def read_section(benchmarks: Path, name: str) -> str:
+    """The text between ``name``'s markers ('' when the section is absent)."""
+    begin, end = markers(name)
+    text = benchmarks.read_text() if benchmarks.exists() else ""
+    if begin not in text:
+        return ""
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()
