@@ -1,14 +1,22 @@
-"""Trained-and-evaluated trials for the quality benchmarks, run in parallel processes.
+"""Trained-and-evaluated trials for the studies, run in parallel processes: the study runner.
 
 One job = one ``galaxy-da train`` run (same config file, same dotted overrides,
 so every row of BENCHMARKS.md reproduces with the printed command), logged to
 MLflow under a parent run, then evaluated by ``galaxy_da.eval`` on the target
-test labels. An :class:`oracle.OracleTrace` scores every epoch on target test for
-the ORACLE column; it never reaches training or selection.
+test labels. An :class:`oracle.OracleTrace` scores the in-memory model on target
+test after each *scored* epoch (those the label-free rule may pick) for the
+ORACLE column; it never reaches training or selection.
+
+Cheap by construction: each worker process reads (and sha256-checks) each split
+once for all its jobs (:func:`galaxy_da.data.reader.cached_reads`); the final
+evaluation computes only the metric groups the tables read (:data:`EVAL_GROUPS`:
+the labelled splits and the domain probe; no target-adapt pass, no DEV/SND
+fits, no plots).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -17,8 +25,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Optional
 
+from galaxy_da.data.reader import cached_reads
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_CONFIG = REPO / "configs" / "benchmark.yaml"
+EVAL_GROUPS = ("splits", "probe")  # what the study tables read (galaxy_da.eval.METRIC_GROUPS)
+_WORKER_READS = contextlib.ExitStack()  # a worker process keeps its split reads for its lifetime
 
 
 def train_command(config: Path, overrides: dict[str, Any]) -> str:
@@ -50,16 +62,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from oracle import OracleTrace
 
     cfg = load_config(job["config"], [f"{k}={json.dumps(v)}" for k, v in job["overrides"].items()])
-    trace = OracleTrace(cfg)
     started = time.perf_counter()
+    trace = OracleTrace(cfg)
     outcome = run_trial(cfg, parent_run_id=job["parent_run_id"], extra_report=trace, extra_tags={"benchmark.method": job["method"]})
-    metrics = evaluate_run(outcome.run_id, cfg.tracking.tracking_uri, log=True, plots=False)
+    metrics = evaluate_run(outcome.run_id, cfg.tracking.tracking_uri, log=True, plots=False, groups=EVAL_GROUPS, echo=False)
     oracle = trace.best_scored()
     metrics |= {"oracle/tgt_test_macro_f1_best_epoch": oracle["macro_f1"], "oracle/best_epoch": oracle["epoch"]}
     RunTracker(cfg, run_id=outcome.run_id).log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle/")})
     return {
         "method": job["method"], "seed": job["seed"], "run_id": outcome.run_id, "command": job["command"],
         "best_epoch": outcome.best_epoch, "selection_score": outcome.best_score, "seconds": time.perf_counter() - started,
+        "epochs_trained": len(outcome.history),
         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, "oracle_epochs": trace.epochs,
     }
 
@@ -84,14 +97,20 @@ def run_all(jobs: list[dict[str, Any]], workers: int, done: Optional[Path] = Non
                 stream.write(json.dumps(result, default=str) + "\n")
 
     if workers == 1:
-        for i, job in todo:
-            keep(i, run_job(job))
+        with cached_reads():
+            for i, job in todo:
+                keep(i, run_job(job))
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_keep_reads) as pool:
             futures = {pool.submit(run_job, job): i for i, job in todo}
             for future in as_completed(futures):
                 keep(futures[future], future.result())
     return [results[i] for i in range(len(jobs))]
+
+
+def _keep_reads() -> None:
+    """Pool initializer: this worker reads each split once for all the jobs it runs."""
+    _WORKER_READS.enter_context(cached_reads())
 
 
 def _key(job_or_result: dict[str, Any]) -> str:

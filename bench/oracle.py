@@ -3,9 +3,10 @@
 - :func:`write_target_as_source`: a copy of a dataset whose *source* domain is the
   target adapt split with its labels, for the target-oracle upper bound;
 - :func:`score_state`: a checkpoint's metrics on a labelled split;
-- :class:`OracleTrace`: a ``report`` hook that scores ``last.pt`` on the labelled
-  target test split after each epoch. The trainer runs hooks with its random
-  streams isolated, so the hook cannot change the trial it watches.
+- :func:`score_predictions`: the same from logits;
+- :class:`OracleTrace`: a hook that scores the trainer's in-memory model on the
+  labelled target test split after each scored epoch. The trainer runs hooks
+  with its random streams isolated, so the hook cannot change the trial it watches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from galaxy_da.checkpoint import LAST, load_checkpoint
 from galaxy_da.config import TrialConfig
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ImageSet, ShardDataset
@@ -46,17 +46,20 @@ def write_target_as_source(dataset_path: str, out: Path, seed: int) -> Path:
     return out
 
 
-def score_state(state: dict[str, Any], model_cfg, data: ImageSet, stats_domain: str, model=None) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class recall and predicted counts of a checkpoint on a labelled split."""
+def score_state(state: dict[str, Any], model_cfg, data: ImageSet, stats_domain: str) -> dict[str, Any]:
+    """:func:`score_predictions` of a checkpoint on a labelled split."""
     class_names = state["class_names"]
-    if model is None:
-        channels, height, _ = state["image_shape"]
-        model = build_model(model_cfg, len(class_names), channels, height)
+    channels, height, _ = state["image_shape"]
+    model = build_model(model_cfg, len(class_names), channels, height)
     model.load_state_dict(state["model"])
     stats = ChannelStats(**{k: tuple(v) for k, v in state["norm_stats"][stats_domain].items()})
-    logits = predict(model, data, stats, 256, torch.device("cpu")).logits
+    return score_predictions(predict(model, data, stats, 256, torch.device("cpu")).logits, data.labels, class_names)
+
+
+def score_predictions(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class recall and predicted counts of logits (N, K) against labels (N,)."""
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    metrics = classification_metrics(data.labels, probs, class_names)
+    metrics = classification_metrics(labels, probs, class_names)
     return {
         "acc": metrics["acc"],
         "macro_f1": metrics["macro_f1"],
@@ -66,25 +69,30 @@ def score_state(state: dict[str, Any], model_cfg, data: ImageSet, stats_domain: 
 
 
 class OracleTrace:
-    """After each epoch, ``last.pt`` on the labelled target TEST split (analysis only; returns nothing to training).
+    """The trainer's in-memory model on the labelled target TEST split, after each scored epoch (analysis only).
 
-    ``epochs`` holds one row per epoch: ``epoch``, ``scored`` (whether the
-    label-free rule could pick that epoch) and :func:`score_state`'s metrics.
+    Called as ``trace(record, trainer)`` between two epochs (``run_trial``'s
+    ``extra_report``); it returns nothing to training, and the trainer runs it
+    with its random streams isolated. Only the epochs the label-free rule may
+    pick are scored (``select/<rule>`` in the record), unless ``every_epoch``.
+    ``epochs`` holds one row per traced epoch: ``epoch``, ``scored`` and the
+    metrics of :func:`score_predictions`.
     """
 
-    def __init__(self, cfg: TrialConfig):
+    def __init__(self, cfg: TrialConfig, every_epoch: bool = False):
         self.cfg = cfg
+        self.every_epoch = every_epoch
         self.test = ShardDataset(cfg.data.path).evaluation_view().labelled("target", "test")
         self.epochs: list[dict[str, Any]] = []
-        self._model = None
 
-    def __call__(self, record: dict[str, Any], checkpoint_dir: Path) -> None:
-        state = load_checkpoint(checkpoint_dir / LAST)
-        if self._model is None:
-            channels, height, _ = state["image_shape"]
-            self._model = build_model(self.cfg.model, len(state["class_names"]), channels, height)
-        row = score_state(state, self.cfg.model, self.test, "target", self._model)
-        self.epochs.append({"epoch": record["epoch"], "scored": f"select/{self.cfg.selection.rule}" in record, **row})
+    def __call__(self, record: dict[str, Any], trainer) -> None:
+        scored = f"select/{self.cfg.selection.rule}" in record
+        if not (scored or self.every_epoch):
+            return
+        outputs = predict(trainer.model, self.test, trainer.data.target_stats, self.cfg.data.eval_batch_size, trainer.device,
+                          self.cfg.compute.precision, trainer.layout)
+        row = score_predictions(outputs.logits, self.test.labels, trainer.data.view.class_names)
+        self.epochs.append({"epoch": record["epoch"], "scored": scored, **row})
 
     def at(self, epoch: int) -> dict[str, Any]:
         return next(row for row in self.epochs if row["epoch"] == epoch)

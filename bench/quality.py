@@ -17,18 +17,22 @@ to the best distance, and the reference's best recipe. Every run is a child of
 one MLflow parent run, and reproduces with the ``galaxy-da train`` command
 printed beside its method.
 
+Rows under ``shared`` input normalisation (one standardisation for both
+domains) repeat source-only, DANN and the best distance on every seed.
+
 Run: ``python bench/quality.py --data data/quality`` (renders the dataset, 3000
-source + 2500 target, when it is missing; several hours on 2 cores). Each finished
-job is appended to ``<json>.jobs.jsonl`` (``bench/results/quality.jobs.jsonl``) as it
+source + 2500 target, when it is missing; about an hour on 2 cores). Each finished
+job is appended to ``<out>/quality.jobs.jsonl`` (``bench/results/``) as it
 ends; running the same command again skips those jobs and continues (``--fresh``
 starts over). The kept jobs are keyed by method and command, not by code version:
-start over after any change that alters training.
+start over after any change that alters training. ``--smoke`` runs the whole
+pipeline on a tiny dataset in a few minutes (``bench/study.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,8 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import REPO, make_job, run_all  # noqa: E402
 from oracle import write_target_as_source  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
+from study import Outputs, add_common_arguments, outputs, smoke_dataset, smoke_overrides, write_section  # noqa: E402
 
+PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
 F1 = "eval/tgt_test/macro_f1"
+KEY_METHODS = ("source_only", "dann")  # with the best distance: the rows that get --more-seeds and the shared rows
 SHARED = " · shared norm"  # rows re-run with one input standardisation for both domains (see bench/source_only_modes.py)
 COLUMNS = {  # column -> metric, all shown as median (IQR) over seeds
     "tgt acc": "eval/tgt_test/acc",
@@ -111,28 +118,32 @@ def main() -> None:
     parser.add_argument("--no-shared-norm-rows", dest="shared_norm_rows", action="store_false",
                         help="skip source-only and the best distance re-run with shared input normalisation")
     parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "quality.json")
-    parser.add_argument("--fresh", action="store_true", help="ignore the finished jobs kept beside --json (<json>.jobs.jsonl)")
+    parser.add_argument("--fresh", action="store_true", help="ignore the finished jobs kept in <out>/quality.jobs.jsonl")
+    add_common_arguments(parser, "quality")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of configs/benchmark.yaml for every method")
     args = parser.parse_args()
     started = time.perf_counter()
+    out = outputs(args, "quality")
+    if args.smoke:  # two seeds for every method, one more for the key rows
+        args.seeds, args.more_seeds = args.seeds[:2], args.more_seeds[:1]
+        args.overrides = [f"{k}={v}" for k, v in smoke_overrides(args).items()] + args.overrides
 
     from galaxy_da.data import synth
     from galaxy_da.sweep.tracking_server import tracking_server
     from galaxy_da.tracking import default_tracking_uri
 
-    data = Path(args.data)
+    data = smoke_dataset(out.folder) if args.smoke else Path(args.data)
     if not (data / "manifest.json").is_file():
         synth.generate(data, seed=0, n_source=args.n_source, n_target=args.n_target, workers=2)
     oracle_data = data.with_name(data.name + "-target-as-source")
     if not (oracle_data / "manifest.json").is_file():
         write_target_as_source(str(data), oracle_data, seed=0)
     # concurrent trials log through one tracking server, never straight into the sqlite file
-    with tracking_server(args.tracking_uri or default_tracking_uri()) as tracking_uri:
-        study(args, data, oracle_data, tracking_uri, started)
+    with tracking_server(out.tracking_uri(args.tracking_uri or default_tracking_uri())) as tracking_uri:
+        study(args, out, data, oracle_data, tracking_uri, started)
 
 
-def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri: str, started: float) -> None:
+def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path, tracking_uri: str, started: float) -> None:
     from galaxy_da.config import load_config, parse_override
     from galaxy_da.data.reader import ShardDataset
     from galaxy_da.metrics import majority_baseline
@@ -143,8 +154,7 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
     base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, "quality-benchmark"
     parent = RunTracker(base, extra_tags={"sweep": "quality-benchmark", "seeds": " ".join(map(str, args.seeds + args.more_seeds))})
     extra = dict(parse_override(text) for text in args.overrides)
-    done = args.json.with_suffix(".jobs.jsonl")  # finished jobs: an interrupted run continues from here
-    done.parent.mkdir(parents=True, exist_ok=True)
+    done = out.jobs  # finished jobs: an interrupted run continues from here
     if args.fresh:
         done.unlink(missing_ok=True)
 
@@ -159,12 +169,13 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
     best_distance = max(DISTANCE_RECIPES, key=lambda m: np.mean([r["selection_score"] for r in results if r["method"] == m]))
     topk_name = f"{best_distance}+topk_ot"
     results += run_all(jobs({topk_name: recipe_overrides(with_topk(best_distance))}, args.seeds), args.workers, done)
+    key_methods = (*KEY_METHODS, best_distance)
     if args.more_seeds:
-        results += run_all(jobs({m: methods[m] for m in ("source_only", "dann", best_distance)}, args.more_seeds), args.workers, done)
+        results += run_all(jobs({m: methods[m] for m in key_methods}, args.more_seeds), args.workers, done)
 
     shared_rows = {}
     if args.shared_norm_rows:
-        shared_rows = {f"{m}{SHARED}": {**methods[m], "data.normalization": "shared"} for m in ("source_only", best_distance)}
+        shared_rows = {f"{m}{SHARED}": {**methods[m], "data.normalization": "shared"} for m in key_methods}
         results += run_all(jobs(shared_rows, args.seeds + args.more_seeds), args.workers, done)
 
     dataset = ShardDataset(str(data))
@@ -174,19 +185,28 @@ def study(args: argparse.Namespace, data: Path, oracle_data: Path, tracking_uri:
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     markdown = table(results, majority, order)
     figure = plot_per_seed(results, order, F1, "target test macro-F1 per seed (label-free checkpoint choice)",
-                           args.json.with_suffix(".png"), {"target_oracle": "target_oracle\n(upper bound)"})
+                           out.plot(), {"target_oracle": "target_oracle\n(upper bound)"})
     checks = calibration(results)
     parent.log_text(markdown + "\n\n" + commands(results, order), "leaderboard.md")
     parent.log_artifact(figure, "plots")
     parent.log_metrics({"wall_seconds": wall, "calibration/gap_macro_f1_points": checks["gap_macro_f1_points"]})
     parent.finish()
-    payload = {"command": command, "wall_seconds": wall, "data": str(data), "manifest_sha256": dataset.manifest_hash,
+    job_seconds = sum(r["seconds"] for r in results)
+    payload = {"protocol": PROTOCOL, "smoke": args.smoke, "command": command, "wall_seconds": wall, "job_seconds": job_seconds,
+               "load_average": os.getloadavg(), "data": str(data), "manifest_sha256": dataset.manifest_hash,
                "seeds": args.seeds, "more_seeds": args.more_seeds, "best_distance_by_label_free_score": best_distance,
-               "parent_run_id": parent.run_id, "majority": majority, "calibration": checks, "results": results,
-               "table_markdown": markdown, "commands": commands(results, order)}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(payload, indent=1, default=str))
-    print(f"`{command}` — wall time {wall / 60:.1f} min, MLflow parent run {parent.run_id}\n")
+               "key_methods": list(key_methods), "parent_run_id": parent.run_id, "majority": majority, "calibration": checks,
+               "results": results, "table_markdown": markdown, "commands": commands(results, order)}
+    out.write_json(payload)
+    section = (f"`{command}` ({'smoke, ' if args.smoke else ''}{len(results)} runs; wall time {wall / 60:.1f} min for the jobs "
+               f"this invocation ran, {job_seconds / 60:.1f} job-minutes in all; load average at the end "
+               f"{os.getloadavg()[0]:.2f}; MLflow parent run `{parent.run_id}`; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
+               f"{markdown}\n\nCalibration: source-only {checks['gap_macro_f1_points']:.1f} macro-F1 points below the "
+               f"target-oracle (goal ≥ 15: {'met' if checks['gap_ok'] else 'missed'}); in-domain accuracy source-only "
+               f"{checks['source_only_src_val_acc']:.3f}, target-oracle {checks['target_oracle_tgt_test_acc']:.3f} "
+               f"(goal 0.85–0.95: {'met' if checks['in_domain_ok'] else 'missed'}).\n\nReproduce a row:\n\n{commands(results, order)}")
+    write_section(out.benchmarks, "quality", section)
+    print(f"`{command}` — wall time {wall / 60:.1f} min, MLflow parent run {parent.run_id}; {out.json}, {figure}, section 'quality' of {out.benchmarks}\n")
     print(markdown + "\n\n" + commands(results, order) + f"\n\ncalibration: {checks}")
 
 

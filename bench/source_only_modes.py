@@ -39,14 +39,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from galaxy_da.config import load_config
-    from galaxy_da.train import train
+    from galaxy_da.train import Trainer
     from oracle import OracleTrace
 
     torch.set_num_threads(1)
     overrides = [f"data.path={job['data']}", "align.method=none", f"seed={job['seed']}", f"data.normalization={job['normalization']}"]
     cfg = load_config(REPO / "configs" / "benchmark.yaml", overrides + job["overrides"])
-    trace = OracleTrace(cfg)
-    result = train(cfg, trace)
+    trace, trainer = OracleTrace(cfg, every_epoch=True), Trainer(cfg)
+    for record in trainer.epochs():
+        trace(record, trainer)
+    result = trainer.result()
     return {
         "normalization": job["normalization"], "seed": job["seed"], "best_epoch": result.best_epoch,
         "selected": trace.at(result.best_epoch), "oracle_best": trace.best_scored(), "epochs": trace.epochs,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -77,7 +78,11 @@ class Outputs:
 
 
 def outputs(args: argparse.Namespace, name: str) -> Outputs:
-    """Resolve ``--out`` / ``--benchmarks`` for ``--smoke`` or a real run."""
+    """Resolve ``--out`` / ``--benchmarks`` for ``--smoke`` or a real run; MLflow's console noise off."""
+    from galaxy_da.commands import QUIET_MLFLOW
+
+    for key, value in QUIET_MLFLOW.items():
+        os.environ.setdefault(key, value)
     folder = args.out or (Path(tempfile.mkdtemp(prefix=f"{name}-smoke-")) if args.smoke else RESULTS)
     folder.mkdir(parents=True, exist_ok=True)
     benchmarks = args.benchmarks

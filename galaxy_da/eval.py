@@ -31,11 +31,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from galaxy_da import strict_json
 from galaxy_da.commands import TRACKING_URI_HELP
@@ -46,7 +45,6 @@ from galaxy_da.inference import predict, resolve_device
 from galaxy_da.metrics import (
     class_centroid_distances,
     classification_metrics,
-    confusion_matrix,
     domain_probe,
     majority_baseline,
     sinkhorn_divergence,
@@ -58,8 +56,9 @@ logger = logging.getLogger("galaxy_da.eval")
 
 # Evaluated labelled splits: metric prefix -> (domain, split).
 LABELLED_SPLITS = {"src_val": ("source", "val"), "tgt_test": ("target", "test")}
+# Every split an evaluation may predict: prefix -> (domain, split, read with labels).
+PREDICTED_SPLITS = {"src_val": ("source", "val", True), "tgt_test": ("target", "test", True), "tgt_adapt": ("target", "adapt", False)}
 SPLIT_TITLES = {"src_val": "source val", "tgt_test": "target test"}
-UNLABELLED_TARGET = ("target", "adapt")
 EVAL_METRIC = "eval/tgt_test/macro_f1"  # present once a run has been evaluated
 DOMAIN_PROBE_KEYS = {"auc": "probe_auc", "balanced_acc": "probe_balanced_acc", "a_distance": "a_distance"}
 
@@ -152,8 +151,8 @@ class Evaluation:
         return f"{self.run.run_name} ({self.run.checkpoint}.pt, epoch {self.run.checkpoint_epoch})"
 
 
-def predict_splits(run: LoadedRun, dataset: ShardDataset, device: str = "auto") -> dict[str, Predictions]:
-    """Eval-mode outputs on source val, target test (labelled) and target adapt (unlabelled).
+def predict_splits(run: LoadedRun, dataset: ShardDataset, device: str = "auto", prefixes: Iterable[str] = PREDICTED_SPLITS) -> dict[str, Predictions]:
+    """Eval-mode outputs on the splits of ``prefixes`` (:data:`PREDICTED_SPLITS`; target adapt without labels).
 
     ``device`` is this machine's choice, not the run's: a run trained on CUDA
     evaluates on a CPU-only machine (checkpoints load onto the CPU first).
@@ -162,12 +161,11 @@ def predict_splits(run: LoadedRun, dataset: ShardDataset, device: str = "auto") 
     model = run.model.to(device)
     batch = run.cfg.data.eval_batch_size
     view = dataset.evaluation_view()
-    outputs = {
-        prefix: predict(model, view.labelled(domain, split), run.stats[domain], batch, device)
-        for prefix, (domain, split) in LABELLED_SPLITS.items()
-    }
-    domain, split = UNLABELLED_TARGET
-    outputs["tgt_adapt"] = predict(model, view.target(split), run.stats[domain], batch, device)
+    outputs = {}
+    for prefix in prefixes:
+        domain, split, labelled = PREDICTED_SPLITS[prefix]
+        images = view.labelled(domain, split) if labelled else view.target(split)
+        outputs[prefix] = predict(model, images, run.stats[domain], batch, device)
     return outputs
 
 
@@ -183,14 +181,17 @@ def split_metrics(predictions: dict[str, Predictions], class_names: list[str], t
     return metrics
 
 
-def domain_metrics(source: Predictions, target: Predictions, class_names: list[str]) -> dict[str, float]:
-    """How far apart source-val and target-test features are (probe, Sinkhorn, class centroids)."""
+def probe_metrics(source: Predictions, target: Predictions) -> dict[str, float]:
+    """A linear domain probe between source-val and target-test features (AUC, balanced acc, proxy A-distance)."""
     probe = domain_probe(source.features, target.features)
-    metrics = {f"eval/domain/{name}": probe[key] for key, name in DOMAIN_PROBE_KEYS.items()}
-    metrics["eval/domain/sinkhorn"] = sinkhorn_divergence(source.features, target.features)
+    return {f"eval/domain/{name}": probe[key] for key, name in DOMAIN_PROBE_KEYS.items()}
+
+
+def distance_metrics(source: Predictions, target: Predictions, class_names: list[str]) -> dict[str, float]:
+    """Sinkhorn divergence and per-class centroid distances between source-val and target-test features."""
+    metrics = {"eval/domain/sinkhorn": sinkhorn_divergence(source.features, target.features)}
     centroids = class_centroid_distances(source.features, source.labels, target.features, target.labels, class_names)
-    metrics |= {f"eval/domain/{key}": value for key, value in centroids.items()}
-    return metrics
+    return metrics | {f"eval/domain/{key}": value for key, value in centroids.items()}
 
 
 def selection_scores(predictions: dict[str, Predictions]) -> dict[str, float]:
@@ -202,99 +203,37 @@ def selection_scores(predictions: dict[str, Predictions]) -> dict[str, float]:
     return scores
 
 
-def evaluate_loaded(run: LoadedRun, dataset: ShardDataset, device: str = "auto") -> Evaluation:
-    predictions = predict_splits(run, dataset, device)
+@dataclass(frozen=True)
+class MetricGroup:
+    """A group of evaluation metrics: the splits whose predictions it reads, and how it computes them."""
+
+    reads: tuple[str, ...]
+    compute: Callable[[dict[str, Predictions], list[str], list[int]], dict[str, float]]
+
+
+METRIC_GROUPS: dict[str, MetricGroup] = {
+    "splits": MetricGroup(("src_val", "tgt_test"), lambda p, names, counts: split_metrics(p, names, counts)),
+    "probe": MetricGroup(("src_val", "tgt_test"), lambda p, names, counts: probe_metrics(p["src_val"], p["tgt_test"])),
+    "distances": MetricGroup(("src_val", "tgt_test"), lambda p, names, counts: distance_metrics(p["src_val"], p["tgt_test"], names)),
+    "select": MetricGroup(("src_val", "tgt_adapt", "tgt_test"), lambda p, names, counts: selection_scores(p)),
+}
+ALL_GROUPS = tuple(METRIC_GROUPS)
+
+
+def evaluate_loaded(run: LoadedRun, dataset: ShardDataset, device: str = "auto", groups: Sequence[str] = ALL_GROUPS) -> Evaluation:
+    """The metrics of ``groups`` (always ``splits``); only the splits they read are predicted."""
+    unknown = sorted(set(groups) - set(METRIC_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown metric groups {unknown}; choose from {list(METRIC_GROUPS)}")
+    groups = ["splits", *(g for g in groups if g != "splits")]
+    prefixes = [p for p in PREDICTED_SPLITS if any(p in METRIC_GROUPS[g].reads for g in groups)]
+    predictions = predict_splits(run, dataset, device, prefixes)
     train_counts = dataset.counts("source", "train")
     metrics = {"eval/checkpoint_epoch": float(run.checkpoint_epoch)}
-    metrics |= split_metrics(predictions, run.class_names, train_counts)
-    metrics |= domain_metrics(predictions["src_val"], predictions["tgt_test"], run.class_names)
-    metrics |= selection_scores(predictions)
+    for group in groups:
+        metrics |= METRIC_GROUPS[group].compute(predictions, run.class_names, train_counts)
     majority = run.class_names[int(np.argmax(train_counts))]
     return Evaluation(run, predictions, majority, metrics)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _split_title(evaluation: Evaluation, prefix: str) -> str:
-    return f"{evaluation.title}: {SPLIT_TITLES[prefix]}"
-
-
-def _confusions(evaluation: Evaluation, prefix: str) -> Figure:
-    from galaxy_da.plots import plot_confusions
-
-    outputs, names = evaluation.predictions[prefix], evaluation.run.class_names
-    cm = confusion_matrix(outputs.labels, outputs.probs.argmax(axis=1), len(names))
-    return plot_confusions(cm, names, _split_title(evaluation, prefix))
-
-
-def _reliability(evaluation: Evaluation, prefix: str) -> Figure:
-    from galaxy_da.plots import plot_reliability
-
-    outputs = evaluation.predictions[prefix]
-    return plot_reliability(outputs.labels, outputs.probs, title=_split_title(evaluation, prefix))
-
-
-def _roc_pr(evaluation: Evaluation, prefix: str) -> Figure:
-    from galaxy_da.plots import plot_roc_pr
-
-    outputs = evaluation.predictions[prefix]
-    return plot_roc_pr(outputs.labels, outputs.probs, evaluation.run.class_names, _split_title(evaluation, prefix))
-
-
-def _embedding(evaluation: Evaluation) -> Figure:
-    from galaxy_da.plots import plot_embedding
-
-    source, target = evaluation.predictions["src_val"], evaluation.predictions["tgt_test"]
-    return plot_embedding(
-        source.features, target.features, source.labels, target.labels, evaluation.run.class_names,
-        f"{evaluation.title}: t-SNE of source val and target test features",
-    )
-
-
-def _per_class_recall(evaluation: Evaluation) -> Figure:
-    from galaxy_da.plots import plot_per_class_recall
-
-    def recalls(prefix: str) -> dict[str, float]:
-        return {name: evaluation.metrics[f"eval/{prefix}/recall/{name}"] for name in evaluation.run.class_names}
-
-    return plot_per_class_recall(
-        recalls("src_val"), recalls("tgt_test"), evaluation.run.class_names, f"{evaluation.run.run_name} ({evaluation.run.checkpoint}.pt)"
-    )
-
-
-def _history(evaluation: Evaluation) -> Figure:
-    from galaxy_da.plots import plot_history
-
-    run = evaluation.run
-    return plot_history(
-        run.history, f"{run.run_name}: training history", marked_epoch=run.checkpoint_epoch,
-        marked_label=f"{run.checkpoint}.pt (epoch {run.checkpoint_epoch})",
-    )
-
-
-SPLIT_FIGURES: dict[str, Callable[[Evaluation, str], Figure]] = {
-    "confusion": _confusions,
-    "reliability": _reliability,
-    "roc_pr": _roc_pr,
-}
-RUN_FIGURES: dict[str, Callable[[Evaluation], Figure]] = {
-    "embedding": _embedding,
-    "per_class_recall": _per_class_recall,
-    "training_history": _history,
-}
-
-
-def write_figures(evaluation: Evaluation, folder: Path) -> list[Path]:
-    """Every figure of :data:`SPLIT_FIGURES` (per labelled split) and :data:`RUN_FIGURES` as PNG."""
-    from galaxy_da.plots import save
-
-    paths = [
-        save(make(evaluation, prefix), folder / f"{name}_{prefix}.png")
-        for name, make in SPLIT_FIGURES.items()
-        for prefix in LABELLED_SPLITS
-    ]
-    return paths + [save(make(evaluation), folder / f"{name}.png") for name, make in RUN_FIGURES.items()]
 
 
 # --------------------------------------------------------------------------- summary and logging
@@ -321,9 +260,11 @@ def format_summary(evaluation: Evaluation) -> str:
     for row in rows:
         majority = metrics.get(f"eval/tgt_test/majority_{row}")
         lines.append(f"{row:<{width}}{_cell(metrics[f'eval/src_val/{row}'])}{_cell(metrics[f'eval/tgt_test/{row}'])}  {_cell(majority)}")
-    lines.append("domain gap (source val vs target test features):")
-    lines += [f"{label:<{width}}{_cell(value)}" for label, value in domain.items()]
-    lines.append("selection scores of this checkpoint on the full splits (higher = better):")
+    if domain:
+        lines.append("domain gap (source val vs target test features):")
+        lines += [f"{label:<{width}}{_cell(value)}" for label, value in domain.items()]
+    if select:
+        lines.append("selection scores of this checkpoint on the full splits (higher = better):")
     for rule, value in select.items():
         flag = "  <- ORACLE: reads target test labels, analysis only" if rule == ORACLE else "  (label-free)"
         lines.append(f"{'  ' + rule:<{width}}{_cell(value)}{flag}")
@@ -347,25 +288,30 @@ def log_evaluation(evaluation: Evaluation, dataset: ShardDataset, summary: str, 
     if not plots:
         return
     with tempfile.TemporaryDirectory() as tmp:
+        from galaxy_da.eval_figures import write_figures
+
         for path in write_figures(evaluation, Path(tmp)):
             tracker.log_artifact(path, "eval/plots")
 
 
 def evaluate_run(
     run_id: str, tracking_uri: Optional[str] = None, data: Optional[str] = None, checkpoint: str = "best", log: bool = True,
-    device: str = "auto", plots: bool = True, check_hashes: bool = True,
+    device: str = "auto", plots: bool = True, check_hashes: bool = True, groups: Sequence[str] = ALL_GROUPS, echo: bool = True,
 ) -> dict[str, float]:
-    """Evaluate one tracked run on its dataset (or ``data``) and return every ``eval/...`` metric.
+    """Evaluate one tracked run on its dataset (or ``data``) and return its ``eval/...`` metrics.
 
-    Logs metrics (and figures, unless ``plots`` is False: the benchmarks' many runs
-    skip the t-SNE) back to the run unless ``log`` is False. Raises
-    ``LookupError`` for an unknown run or a run without that checkpoint.
+    ``groups``: which :data:`METRIC_GROUPS` to compute (a benchmark computes only
+    what its table reads). Logs metrics (and figures, unless ``plots`` is False:
+    the benchmarks' many runs skip the t-SNE) back to the run unless ``log`` is
+    False; prints the summary unless ``echo`` is False. Raises ``LookupError``
+    for an unknown run or a run without that checkpoint.
     """
     run = load_run(run_id, tracking_uri, checkpoint)
     dataset = open_dataset_for(run, data, check_hashes)
-    evaluation = evaluate_loaded(run, dataset, device)
+    evaluation = evaluate_loaded(run, dataset, device, groups)
     summary = format_summary(evaluation)
-    print(summary, flush=True)
+    if echo:
+        print(summary, flush=True)
     if log:
         log_evaluation(evaluation, dataset, summary, plots)
     return evaluation.metrics

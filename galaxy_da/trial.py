@@ -30,6 +30,7 @@ from galaxy_da.data.reader import ShardDataset
 from galaxy_da.selection import RULE_READS
 from galaxy_da.tracking import SCORED_ON_TAG
 from galaxy_da.train import Trainer, TrainResult
+from galaxy_da.trial_data import TrialData
 
 ERROR_TAG_LIMIT = 5000
 
@@ -171,23 +172,26 @@ def run_trial(
     progress: bool = False,
     parent_run_id: Optional[str] = None,
     run_id: Optional[str] = None,
-    extra_report: Optional[Callable[[dict[str, Any], Path], None]] = None,
+    extra_report: Optional[Callable[[dict[str, Any], Trainer], None]] = None,
     extra_tags: Optional[dict[str, str]] = None,
+    data: Optional[TrialData] = None,
 ) -> TrialOutcome:
     """Train ``cfg`` in a plain loop; log params, tags, per-epoch metrics and artifacts to one MLflow run.
 
     ``run_id`` re-attaches to an existing run (a resumed trial logs into the same run).
-    ``extra_report(record, checkpoint_dir)`` is called after MLflow logging each
-    epoch; it cannot change the trial's random stream (see :class:`Trainer`).
+    ``extra_report(record, trainer)`` is called after MLflow logging each epoch,
+    with the trainer between two epochs (its model in memory, its checkpoint
+    folder); it cannot change the trial's random stream (see :class:`Trainer`).
+    ``data``: the trial's splits when the caller already holds them.
     """
-    trial = TrackedTrial(cfg, track=track, checkpoint_dir=checkpoint_dir, resume=resume,
-                         parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags)
+    trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume, data=data)
+    trial = TrackedTrial(cfg, track=track, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags, trainer=trainer)
     try:
         for record in trial.epochs():
             if progress:
                 print(format_record(record, cfg.selection.rule), flush=True)
             if extra_report is not None:
-                extra_report(record, trial.trainer.checkpoint_dir)
+                extra_report(record, trainer)
     except BaseException as error:
         trial.fail(error)
         raise
