@@ -191,11 +191,22 @@ class OptimConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    """Label-free checkpoint selection and early stopping."""
+    """Label-free checkpoint selection and early stopping.
+
+    ``rule`` alone picks ``best.pt``, drives early stopping and is a sweep's metric.
+    ``audit_rules`` is for studies of the rules themselves: at each scored epoch the
+    trainer also scores *every* label-free rule (``select/<rule>`` for each of
+    :data:`LABEL_FREE_RULES`; none reads a target label) and keeps that epoch's model
+    as ``scored/epoch-<k>.pt`` in the checkpoint folder, so each rule's own choice of
+    epoch and trial can be evaluated after the sweep. It changes no weight and no
+    choice; it costs a forward pass over source val and target adapt and DEV's
+    ~20 small logistic fits (about 1 s) per scored epoch.
+    """
 
     rule: str = "src_val"
     patience: Optional[int] = Field(None, ge=1)  # scored epochs without improvement before stopping
     eval_every: int = Field(1, ge=1)  # score every k-th post-warm-up epoch (and the last)
+    audit_rules: bool = False  # also score every label-free rule and keep each scored epoch's model
 
     @field_validator("rule")
     @classmethod

@@ -14,7 +14,7 @@ in nats; ``y_i`` a source-val label.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 from scipy.special import log_softmax, softmax
@@ -209,6 +209,11 @@ RULE_READS: dict[str, frozenset[str]] = {
 }
 
 ORACLE_RULES: dict[str, SelectionRule] = {ORACLE: oracle_target_macro_f1}
+
+
+def splits_read(rules: Iterable[str]) -> frozenset[str]:
+    """The splits that scoring ``rules`` needs predicted: the union of their :data:`RULE_READS`."""
+    return frozenset().union(*(RULE_READS[rule] for rule in rules))
 
 
 def score(rule: str, inputs: SelectionInputs) -> float:

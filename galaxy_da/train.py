@@ -10,6 +10,12 @@ the epoch, and writes ``best.pt`` on improvement. ``record`` holds namespaced
 metrics (``train/loss``, ``src_val/macro_f1``, ``schedule/align_weight``, ...),
 the ``epoch``, and ``select/<rule>`` on scored epochs only.
 
+With ``selection.audit_rules`` a scored epoch is also scored by every other
+label-free rule (``select/<rule>`` for all of :data:`~galaxy_da.selection.SELECTION_RULES`)
+and its model is kept as ``scored/epoch-<k>.pt`` (:func:`scored_checkpoint`), so a
+study can evaluate each rule's own choice afterwards; ``best.pt``, early stopping
+and a sweep's metric stay on ``selection.rule``.
+
 The step loop never waits on the host: the training splits live on the device
 (:class:`~galaxy_da.data.loader.BatchStream`), and the losses and diagnostics of
 every step stay there until the epoch's one read (:mod:`galaxy_da.step_log`).
@@ -50,12 +56,18 @@ from galaxy_da.models.registry import build_model
 from galaxy_da.objective import Objective, StepKnobs
 from galaxy_da.optim import build_optimizer, set_epoch_lr
 from galaxy_da.schedules import schedule_value
-from galaxy_da.selection import RULE_READS, SelectionInputs, score
+from galaxy_da.selection import SELECTION_RULES, SelectionInputs, score, splits_read
 from galaxy_da.step import TrainingStep
 from galaxy_da.step_log import StepLog
 from galaxy_da.trial_data import TrialData, load_trial_data
 
 Report = Callable[[dict[str, Any], Path], None]
+SCORED_DIR = "scored"  # selection.audit_rules: the model of every scored epoch, in the checkpoint folder
+
+
+def scored_checkpoint(epoch: int) -> str:
+    """``scored/epoch-<k>.pt``: where the model of scored epoch ``k`` (0-based) is kept, relative to the checkpoint folder."""
+    return f"{SCORED_DIR}/epoch-{epoch:03d}.pt"
 
 
 @dataclass
@@ -98,14 +110,20 @@ def is_scored_epoch(cfg: TrialConfig, epoch: int) -> bool:
     return (epoch - warmup + 1) % cfg.selection.eval_every == 0 or epoch == epochs - 1
 
 
+def scored_rules(cfg: TrialConfig) -> tuple[str, ...]:
+    """The rules a scored epoch is scored by: ``selection.rule``, and every label-free rule with ``selection.audit_rules``."""
+    return tuple(SELECTION_RULES) if cfg.selection.audit_rules else (cfg.selection.rule,)
+
+
 def evaluate_epoch(
     cfg: TrialConfig, model: torch.nn.Module, data: TrialData, device: torch.device, layout: torch.memory_format = torch.contiguous_format
 ) -> dict[str, float]:
-    """The label-free selection score, and source-val metrics when the rule reads source val.
+    """``select/<rule>`` for each of :func:`scored_rules`, and source-val metrics when one of them reads source val.
 
-    Only the splits the rule reads are predicted (target labels are never seen).
+    Only the splits those rules read are predicted, each once (target labels are never seen).
     """
-    batch, reads = cfg.data.eval_batch_size, RULE_READS[cfg.selection.rule]
+    rules = scored_rules(cfg)
+    batch, reads = cfg.data.eval_batch_size, splits_read(rules)
     run = functools.partial(predict, batch_size=batch, device=device, precision=cfg.compute.precision, memory_format=layout)
     source_val = run(model, data.source_val, data.source_stats) if "source_val" in reads else None
     target = run(model, data.target_adapt, data.target_stats) if "target" in reads else None
@@ -114,8 +132,8 @@ def evaluate_epoch(
         probs = torch.softmax(torch.from_numpy(source_val.logits), dim=1).numpy()
         metrics = classification_metrics(source_val.labels, probs, data.view.class_names)
         record = {f"src_val/{k}": metrics[k] for k in ("acc", "balanced_acc", "macro_f1", "ece_15")}
-    record[f"select/{cfg.selection.rule}"] = score(cfg.selection.rule, SelectionInputs(source_val=source_val, target=target))
-    return record
+    inputs = SelectionInputs(source_val=source_val, target=target)
+    return record | {f"select/{rule}": score(rule, inputs) for rule in rules}
 
 
 @contextlib.contextmanager
@@ -162,6 +180,9 @@ class Trainer:
                 f"resources.workers_per_trial is {cfg.resources.workers_per_trial} but this trial runs on {world.size} worker(s): "
                 "multi-worker trials run in sweeps (Ray Train), one process runs workers_per_trial=1"
             )
+        if cfg.selection.audit_rules and world.size > 1:
+            raise ConfigError("selection.audit_rules: a multi-worker trial does not hand its scored/ checkpoints back; "
+                              "audit the rules with resources.workers_per_trial=1")
         self.checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))
         self.data = data = data or load_trial_data(cfg)
         _seed_everything(cfg.seed)
@@ -206,21 +227,12 @@ class Trainer:
         self.stopped_early = bool(state.get("stopped_early", False))
         self.lineage, self.restored_config = list(state.get("lineage", [])), state["config"]
 
-    def snapshot(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to resume exactly, and to rebuild the model without the config file."""
-        data, device = self.data, self.device
+    def model_state(self, epoch: int) -> dict[str, Any]:
+        """The model after ``epoch`` and what rebuilds and evaluates it without the config file (a scored checkpoint)."""
+        data = self.data
         return {
             "model": self.model.state_dict(),
-            "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "streams": {"source": self.source.state_dict(), "target": self.target.state_dict()},
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "epoch": epoch,
-            "stopped_early": self.stopped_early,
-            "history": self.history,
-            "lineage": self.lineage,
-            "best": self.best,
             "config": self.cfg.model_dump(mode="json"),
             "config_hash": self.cfg.hash(),
             "class_names": data.view.class_names,
@@ -228,6 +240,22 @@ class Trainer:
             "norm_stats": {"source": data.source_stats.as_dict(), "target": data.target_stats.as_dict()},
             "data_manifest_hash": data.view.manifest_hash,
             "data_path": self.cfg.data.path,
+        }
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to resume exactly, and to rebuild the model without the config file."""
+        device = self.device
+        return {
+            **self.model_state(epoch),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "streams": {"source": self.source.state_dict(), "target": self.target.state_dict()},
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+            "lineage": self.lineage,
+            "best": self.best,
         }
 
     def result(self) -> TrainResult:
@@ -283,8 +311,8 @@ class Trainer:
             "schedule/topk": float(cfg.align.topk),
             "schedule/aligning": float(knobs.aligning),
         })
-        improved = False
-        if is_scored_epoch(cfg, epoch):  # the lead worker evaluates; every worker takes its score
+        improved, scored = False, is_scored_epoch(cfg, epoch)
+        if scored:  # the lead worker evaluates; every worker takes its score
             scores = evaluate_epoch(cfg, self.model, self.data, self.device, self.layout) if self.world.lead else None
             record.update(self.world.share(scores))
             improved = record[rule_key] > self.best["score"]
@@ -295,6 +323,8 @@ class Trainer:
         self.history.append(record)
         self.next_epoch = epoch + 1
         if self.world.lead:
+            if scored and cfg.selection.audit_rules:
+                save_checkpoint(self.model_state(epoch), self.checkpoint_dir / scored_checkpoint(epoch))
             if improved:
                 save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / BEST)
             save_checkpoint(self.snapshot(epoch), self.checkpoint_dir / LAST)

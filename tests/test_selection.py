@@ -14,6 +14,7 @@ from galaxy_da.selection import (
     SelectionInputs,
     density_ratio,
     score,
+    splits_read,
 )
 
 K = 3
@@ -45,6 +46,14 @@ def test_rule_names_match_the_config():
     assert set(ORACLE_RULES) == {"oracle"}
     with pytest.raises(ConfigError, match="oracle"):
         load_config(overrides={"selection.rule": "oracle"})
+
+
+def test_scoring_several_rules_predicts_the_union_of_their_splits_once():
+    assert splits_read(["entropy", "snd"]) == {"target"}
+    assert splits_read(["src_val"]) == {"source_val"}
+    assert splits_read(SELECTION_RULES) == {"source_val", "target"}  # selection.audit_rules: every rule, two forward passes
+    assert load_config(overrides={"selection.audit_rules": True}).selection.audit_rules
+    assert not load_config().selection.audit_rules
 
 
 @pytest.mark.parametrize("rule", LABEL_FREE_RULES)

@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -95,8 +96,9 @@ def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tm
     assert not (tmp_path / LAST).exists()  # the poisoned epoch is never checkpointed
 
 
-def test_target_labels_never_reach_training(toy_dataset, tmp_path):
-    """Scrambling every target label leaves training bit-for-bit unchanged."""
+@pytest.mark.parametrize("audit", [False, True], ids=["selection rule", "every rule audited"])
+def test_target_labels_never_reach_training(audit, toy_dataset, tmp_path):
+    """Scrambling every target label leaves training, and every label-free score, bit-for-bit unchanged."""
     scrambled = tmp_path / "scrambled"
     shutil.copytree(toy_dataset, scrambled)
     for shard in (scrambled / "target").glob("*.parquet"):
@@ -104,12 +106,14 @@ def test_target_labels_never_reach_training(toy_dataset, tmp_path):
         flipped = pa.array([(v + 1) % 3 for v in table["label"].to_pylist()], pa.int8())
         pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", flipped), shard)
     overrides = ["align.method=sinkhorn", "align.entropy_weight=0.1", "selection.rule=entropy", "optim.warmup_epochs=0",
-                 "data.verify_hashes=false"]  # the scrambled shards no longer match the manifest's sha256, on purpose
+                 "data.verify_hashes=false",  # the scrambled shards no longer match the manifest's sha256, on purpose
+                 f"selection.audit_rules={str(audit).lower()}"]
     a = train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "a")
     b = train(tiny(scrambled, *overrides), checkpoint_dir=tmp_path / "b")
     timings = {"train/images_per_s", "train/step_s"}
     strip = lambda h: [{k: v for k, v in r.items() if k not in timings} for r in h]
     assert strip(a.history) == strip(b.history)
+    assert all(("select/dev" in r) == audit for r in a.history)
 
 
 def test_early_stopping_uses_patience(toy_dataset, tmp_path):
@@ -244,3 +248,32 @@ def test_checkpoints_carry_the_cuda_generator_state_slot(toy_dataset, tmp_path):
     state = load_checkpoint(tmp_path / LAST)
     assert "cuda_rng" in state
     assert (state["cuda_rng"] is None) == (not torch.cuda.is_available())
+
+
+def test_auditing_the_rules_scores_every_rule_keeps_each_scored_model_and_changes_no_choice(toy_dataset, tmp_path):
+    """selection.audit_rules: select/<rule> for every label-free rule on each scored epoch and scored/epoch-<k>.pt;
+    the weights, best.pt and the selected epoch are those of the plain run (selection stays on selection.rule)."""
+    from galaxy_da.checkpoint import BEST
+    from galaxy_da.selection import SELECTION_RULES
+    from galaxy_da.train import scored_checkpoint
+
+    overrides = ["optim.epochs=3", "optim.warmup_epochs=1", "align.method=energy", "selection.rule=src_val"]
+    plain = train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "plain")
+    audited = train(tiny(toy_dataset, *overrides, "selection.audit_rules=true"), checkpoint_dir=tmp_path / "audited")
+    scored = [r["epoch"] for r in audited.history if "select/src_val" in r]
+    assert scored == [1, 2]
+    for record in audited.history:
+        keys = {k for k in record if k.startswith("select/")}
+        assert keys == ({f"select/{rule}" for rule in SELECTION_RULES} if record["epoch"] in scored else set())
+        assert all(math.isfinite(record[k]) for k in keys)
+    assert all(set(k for k in r if k.startswith("select/")) <= {"select/src_val"} for r in plain.history)
+    assert sorted(p.name for p in (tmp_path / "audited" / "scored").iterdir()) == [Path(scored_checkpoint(e)).name for e in scored]
+    last_scored = load_checkpoint(tmp_path / "audited" / scored_checkpoint(2))
+    assert last_scored["epoch"] == 2 and "optimizer" not in last_scored
+    assert all(torch.equal(last_scored["model"][k], v) for k, v in final_weights(tmp_path / "audited").items())
+    assert not (tmp_path / "plain" / "scored").exists()
+    assert audited.best_epoch == plain.best_epoch and audited.best_score == plain.best_score
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "audited")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    best_a, best_b = load_checkpoint(tmp_path / "plain" / BEST)["model"], load_checkpoint(tmp_path / "audited" / BEST)["model"]
+    assert all(torch.equal(best_a[key], best_b[key]) for key in best_a)
