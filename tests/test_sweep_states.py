@@ -133,7 +133,9 @@ def test_a_run_whose_trial_tune_never_saved_is_deleted_and_the_others_are_left_a
     grid = tune.Tuner.restore(result.experiment_path, trainable=SweepTrial).get_results()  # the sweep's real results
     before = {run.info.run_id: run.info.status for run in child_runs(client, result.parent_run_id) if run.info.run_id != lost.info.run_id}
 
-    assert close_orphaned_runs(client, grid, result.parent_run_id) == [lost.info.run_id]
+    from galaxy_da.sweep.ended import ended_trials
+
+    assert close_orphaned_runs(client, grid, result.parent_run_id, set(ended_trials(result.experiment_path))) == [lost.info.run_id]
     assert client.get_run(lost.info.run_id).info.lifecycle_stage == "deleted"
     assert {run.info.run_id: run.info.status for run in child_runs(client, result.parent_run_id)} == before
 

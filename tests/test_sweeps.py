@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -82,38 +80,46 @@ def epoch_steps(db: Path, run_id: str) -> list[int]:
     return [step for (step,) in rows]
 
 
+def parent_status(db: Path, run_id: str) -> str:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()[0]
+
+
 @pytest.mark.slow
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(toy_dataset, tmp_path):
+@pytest.mark.parametrize("moment", ["before-first", "inside-trial", "between-trials"])
+def test_an_interrupted_sweep_says_so_and_resume_runs_exactly_what_never_ended(moment, toy_dataset, tmp_path):
+    """Ctrl-C at each moment that matters, sent by the driver at the event itself (tests/interrupting_sweep.py), not by timing."""
     db = tmp_path / "mlflow" / "mlflow.db"
-    command = [
-        sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--data", str(toy_dataset),
-        "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "ray"), "--max-concurrent", "1",
-        "--num-cpus", "1", "optim.epochs=3", "optim.steps_per_epoch=2",
+    flags = [
+        "--smoke-test", "--data", str(toy_dataset), "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "ray"),
+        "--max-concurrent", "1", "--num-cpus", "1", "optim.epochs=3", "optim.steps_per_epoch=2",
     ]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while not any(status == "FINISHED" for _, status in child_runs(db)):
-        assert first.poll() is None and time.monotonic() < deadline, "the sweep ended before any trial finished"
-        time.sleep(1)
-    finished_before = {run for run, status in child_runs(db) if status == "FINISHED"}
-    first.send_signal(signal.SIGINT)  # Ctrl-C
-    output, _ = first.communicate(timeout=120)
-    interrupted = json.loads(output.strip().splitlines()[-1])
-    assert first.returncode == 130 and interrupted["complete"] is False, output[-3000:]
+    first = subprocess.run([sys.executable, str(ROOT / "tests" / "interrupting_sweep.py"), moment, *flags],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert f"SIGINT at {moment}" in first.stdout, (first.stdout + first.stderr)[-3000:]
+    interrupted = json.loads(first.stdout.strip().splitlines()[-1])
+    assert first.returncode == 130 and interrupted["complete"] is False, (first.stdout + first.stderr)[-3000:]
+    assert parent_status(db, interrupted["parent_run_id"]) != "FINISHED"  # no leaderboard of a part of the sweep
+    ended_before = {run: epoch_steps(db, run) for run, status in child_runs(db) if status == "FINISHED"}
+    assert len(ended_before) == {"before-first": 0, "inside-trial": 0, "between-trials": 1}[moment]
 
-    second = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    second = subprocess.run([sys.executable, str(ROOT / "sweeps" / "topk.py"), *flags, "--resume"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["parent_run_id"] == interrupted["parent_run_id"]
-
+    assert parent_status(db, summary["parent_run_id"]) == "FINISHED"
+    assert second.stdout.count("  started") == 3 - len(ended_before)  # only the trials that had not ended ran
     runs = child_runs(db)
     assert len(runs) == 3 == summary["trials"]  # exactly one child run per trial
     assert all(status == "FINISHED" for _, status in runs)
-    for run in finished_before:
-        assert epoch_steps(db, run) == [0, 1, 2]  # not run again: no epoch logged twice
-    trial_dirs = sorted((tmp_path / "ray" / "topk-smoke").glob("trial_*"))
-    assert len(trial_dirs) == 3
+    for run, steps in ended_before.items():
+        assert epoch_steps(db, run) == steps  # not run again: no epoch logged twice
+    for run, _ in runs:
+        steps = epoch_steps(db, run)
+        assert steps == sorted(set(steps)) and steps[0] == 0  # each epoch once, from the first
+    assert len(sorted((tmp_path / "ray" / "topk-smoke").glob("trial_*"))) == 3
 
 
 @pytest.mark.slow
@@ -185,18 +191,20 @@ def test_bad_sweep_input_fails_in_one_line_before_any_run(fault, toy_dataset, tm
 @pytest.mark.slow
 def test_the_smoke_test_resumes_reruns_and_separates_its_trials(tmp_path):
     """From a fresh folder with the default (relative) storage path: `--smoke-test --resume` with nothing to
-    resume runs the sweep, a second `--smoke-test` replaces it, trials are named after what they varied and
-    are not majority-class predictors, and the console holds no Ray tables, dead links or progress bars."""
+    resume is refused in one line, the sweep runs, its `--resume` says it is complete, a second `--smoke-test`
+    replaces it, trials are named after what they varied and are not majority-class predictors, and the
+    console holds no Ray tables, dead links or progress bars."""
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.eval import evaluate_run
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    first = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--resume", "--tracking-uri", store, "--num-cpus", "2"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env,
-    )
+    smoke = [sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--tracking-uri", store, "--num-cpus", "2"]
+    nothing = subprocess.run(smoke + ["--resume"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1, nothing.stdout + nothing.stderr
+    assert "--resume: no sweep named 'topk-smoke' in" in nothing.stderr and "(sweeps there: none)" in nothing.stderr
+    first = subprocess.run(smoke, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["experiment_path"] == str(tmp_path / "ray_results" / "topk-smoke")
@@ -204,6 +212,9 @@ def test_the_smoke_test_resumes_reruns_and_separates_its_trials(tmp_path):
     for noise in ("Trial status", "tensorboard", "View run", "Downloading artifacts", "Configuration for experiment", "pid="):
         assert noise not in console, noise
     assert console.count("started") == 3 and "[1/3]" in console and "leaderboard of sweep topk-smoke" in console
+    again = subprocess.run(smoke + ["--resume"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "sweep 'topk-smoke' is complete: every one of its 3 trials ended, nothing to resume" in again.stdout
+    assert json.loads(again.stdout.strip().splitlines()[-1]) | {"best": None} == summary | {"best": None}
 
     client = MlflowClient(store)
     parent = client.get_run(summary["parent_run_id"])

@@ -44,6 +44,31 @@ def write_sweep_state(settings: SweepSettings, state: dict[str, Any]) -> None:
         stream.write(json.dumps(state, indent=1).encode())
 
 
+def known_sweeps(settings: SweepSettings) -> list[str]:
+    """The names of the sweeps in ``settings``' storage (folders holding a sweep state file)."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(settings.storage_uri)
+    try:
+        folders = [info for info in fs.get_file_info(pyarrow.fs.FileSelector(root)) if info.type == pyarrow.fs.FileType.Directory]
+    except (FileNotFoundError, OSError):
+        return []
+    return sorted(info.base_name for info in folders if fs.get_file_info(f"{info.path}/{SWEEP_STATE_FILE}").is_file)
+
+
+def check_resumable(settings: SweepSettings, state: Optional[dict[str, Any]]) -> None:
+    """``--resume`` of a name with no sweep is refused in one line that lists the sweeps there."""
+    if state is None:
+        known = ", ".join(known_sweeps(settings)) or "none"
+        raise LookupError(f"--resume: no sweep named {settings.name!r} in {settings.storage_uri} (sweeps there: {known}); "
+                          "pass the --name and --storage-path it was started with")
+
+
+def mark_complete(settings: SweepSettings) -> None:
+    """Every trial of the sweep ended: a later ``--resume`` says so instead of starting Ray."""
+    write_sweep_state(settings, {**(read_sweep_state(settings) or {}), "complete": True})
+
+
 def discard_smoke_sweep(settings: SweepSettings) -> Optional[str]:
     """Delete the Ray folder of the previous smoke sweep of this name, so the smoke test runs again as it is.
 
@@ -112,8 +137,8 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
     return rows
 
 
-def close_orphaned_runs(client, grid, parent_run_id: str) -> list[str]:
-    """Close the runs of trials that ended in Tune's eyes but not in MLflow's; return their ids.
+def close_orphaned_runs(client, grid, parent_run_id: str, ended: set[str]) -> list[str]:
+    """Close the runs of trials that ended (``ended``: :mod:`galaxy_da.sweep.ended`) but not in MLflow's eyes; return their ids.
 
     A trial closes its own run. Only a driver killed between a scheduler's stop
     and the trial's clean-up (the trial's actor dies with the driver) can leave
@@ -129,10 +154,12 @@ def close_orphaned_runs(client, grid, parent_run_id: str) -> list[str]:
     from galaxy_da.train import TrainResult
     from galaxy_da.trial import close_finished_run
 
+    from galaxy_da.sweep.tuner import trial_id_of_path
+
     closed = []
     for result in grid:
-        if result.error is not None or result.checkpoint is None:
-            continue
+        if result.error is not None or result.checkpoint is None or trial_id_of_path(result.path) not in ended:
+            continue  # an interrupted trial's run stays KILLED: --resume re-opens it
         with result.checkpoint.as_directory() as folder:
             folder = Path(folder)
             run_id = json.loads((folder / RUN_ID_FILE).read_text())["run_id"]

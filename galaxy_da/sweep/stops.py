@@ -11,36 +11,23 @@ local folder or any pyarrow URI), which every node of a cluster reaches.
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from galaxy_da.sweep.markers import read_marker, write_marker
+
 STOPS_FOLDER = "galaxy_da_stops"
 
 
-def _marker(experiment_path: str, trial_id: str):
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
-    return fs, f"{root}/{STOPS_FOLDER}", f"{root}/{STOPS_FOLDER}/{trial_id}.json"
-
-
 def announce_stop(experiment_path: str, trial_id: str, stopped_by: str, epochs_done: int) -> None:
-    fs, folder, path = _marker(experiment_path, trial_id)
-    fs.create_dir(folder, recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(json.dumps({"stopped_by": stopped_by, "epochs_done": epochs_done}).encode())
+    write_marker(experiment_path, STOPS_FOLDER, trial_id, {"stopped_by": stopped_by, "epochs_done": epochs_done})
 
 
 def announced_stop(experiment_path: str, trial_id: str) -> Optional[str]:
     """Who stopped ``trial_id`` (e.g. ``"asha"``), or None when no scheduler did."""
-    fs, _, path = _marker(experiment_path, trial_id)
-    try:
-        with fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())["stopped_by"]
-    except (FileNotFoundError, OSError):
-        return None
+    marker = read_marker(experiment_path, STOPS_FOLDER, trial_id)
+    return None if marker is None else marker["stopped_by"]
 
 
 class AnnouncingASHA(ASHAScheduler):

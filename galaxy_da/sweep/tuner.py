@@ -42,10 +42,13 @@ from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
+from galaxy_da.sweep.ended import RecordEndings, ended_trials
 from galaxy_da.sweep.gpus import decide_use_gpu
 from galaxy_da.sweep.reach import check_reachable
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
-from galaxy_da.sweep.state import close_orphaned_runs, finish_parent_run, open_parent_run, read_sweep_state
+from galaxy_da.sweep.state import (
+    check_resumable, close_orphaned_runs, finish_parent_run, mark_complete, open_parent_run, read_sweep_state,
+)
 from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS, build_scheduler, check_scheduler
 from galaxy_da.sweep.tracking_server import tracking_server
 from galaxy_da.sweep.trainable import SweepTrial
@@ -128,9 +131,19 @@ def expected_trials(settings: SweepSettings) -> int:
     return settings.num_samples * math.prod(len(search_space.options(p, spec)) for p, spec in settings.space.items() if "grid" in spec)
 
 
-def _complete(grid, settings: SweepSettings) -> bool:
-    """Whether every trial ran and ended (finished, pruned or failed) rather than being interrupted."""
-    return grid.num_terminated + grid.num_errors >= expected_trials(settings)
+def trial_ids(grid) -> set[str]:
+    """The ids of every trial Tune knows, from their folders."""
+    return {trial_id_of_path(result.path) for result in grid if result.path}
+
+
+def _complete(grid, ended: set[str], settings: SweepSettings) -> bool:
+    """Whether every trial asked for ran to its end (finished, pruned or failed), from the recorded endings.
+
+    Not from Tune's trial states: an interrupted sweep's live trials read TERMINATED after ``fit``
+    (:mod:`galaxy_da.sweep.ended`).
+    """
+    known = trial_ids(grid)
+    return len(known) >= expected_trials(settings) and known <= ended
 
 
 def trial_dirname(trial) -> str:
@@ -170,7 +183,8 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # a population keeps every checkpoint: members copy each other's, and the lineage plot reads them
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if settings.scheduler in POPULATION_SCHEDULERS else 2, checkpoint_frequency=1),
-            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path)],
+            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path),
+                       RecordEndings(settings.experiment_path)],
             verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
     )
@@ -198,14 +212,32 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
+    if resume:
+        check_resumable(settings, state)
     if resume and state is not None and state.get("base_config_hash") not in (None, base_hash(base)):
         raise ConfigError(
             f"--resume: the base config hashes to {base_hash(base)} but sweep {settings.name!r} was started from "
             f"{state['base_config_hash']}; resume with the same config, data path and overrides, or start a new --name"
         )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
+    if resume and state.get("complete"):
+        return _already_complete(settings, state)
     with _environment(**QUIET_ENV):
         return _run(cfg, settings, resume, base, store_uri)
+
+
+def _already_complete(settings: SweepSettings, state: dict[str, Any]) -> SweepResult:
+    """``--resume`` of a sweep whose every trial ended: say so, and give its leaderboard without starting Ray."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.sweep.leaderboard import leaderboard
+
+    client = MlflowClient(state["tracking_uri"])
+    parent = client.get_run(state["parent_run_id"])
+    rows = leaderboard(client, parent.info.experiment_id, state["parent_run_id"], list(settings.space))
+    print(f"sweep {settings.name!r} is complete: every one of its {len(rows)} trials ended, nothing to resume "
+          f"(parent run {state['parent_run_id']}).", flush=True)
+    return SweepResult(state["parent_run_id"], settings.experiment_path, True, rows, state["tracking_uri"])
 
 
 def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
@@ -222,10 +254,13 @@ def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str
                 has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
                 client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
                 grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu).fit()
-                close_orphaned_runs(client, grid, parent_run_id)
-                complete = _complete(grid, settings)
+                ended = set(ended_trials(settings.experiment_path))
+                close_orphaned_runs(client, grid, parent_run_id, ended)
+                complete = _complete(grid, ended, settings)
                 rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
-                if not complete:
+                if complete:
+                    mark_complete(settings)
+                else:
                     client.set_terminated(parent_run_id, "KILLED")
             except BaseException:
                 client.set_terminated(parent_run_id, "KILLED")
