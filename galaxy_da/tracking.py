@@ -86,6 +86,11 @@ def describe_tags(cfg: TrialConfig) -> dict[str, str]:
     }
 
 
+def config_params(cfg: TrialConfig) -> dict[str, str]:
+    """The run params of ``cfg``: every flattened key, lists and mappings as JSON, values cut at :data:`PARAM_VALUE_LIMIT`."""
+    return {k: str(json.dumps(v) if isinstance(v, (list, dict)) else v)[:PARAM_VALUE_LIMIT] for k, v in cfg.flat().items()}
+
+
 def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The finite numeric entries of a report record (``epoch`` becomes the step)."""
     return {
@@ -121,10 +126,9 @@ class RunTracker:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(experiment_id, run_name=cfg.tracking.run_name, tags=tags)
         self.run_id = run.info.run_id
-        params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in cfg.flat().items()}
         from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items()])
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in config_params(cfg).items()])
         self.log_text(config_to_yaml(cfg), "config.yaml")
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -137,6 +141,7 @@ class RunTracker:
         An epoch this run already holds is skipped: a trial resumed from a checkpoint
         older than its last logged epoch (killed between logging and checkpointing)
         redoes that epoch, and MLflow keeps each epoch's points exactly once.
+        After :meth:`relog_from` the epochs it names are logged again.
         """
         epoch = int(record["epoch"])
         if epoch in self.logged_epochs:
@@ -148,6 +153,19 @@ class RunTracker:
             points += [(f"step/{key}", value, global_step) for key, value in numeric_metrics(diagnostics).items()]
         self._log_points(points)
         self.logged_epochs.add(epoch)
+
+    def relog_from(self, epoch: int) -> None:
+        """Log epochs ``epoch``, ``epoch + 1``, ... again although the run holds them.
+
+        A PBT member that continues another member's *older* checkpoint re-trains
+        epochs it had logged, under other weights and knobs. Their new points are
+        logged at the same steps with later timestamps; MLflow keeps both. The point
+        in force at a step is the newest one: a reader of a metric's history takes,
+        per step, the point with the largest timestamp (MLflow's own latest value,
+        the newest point at the largest step, is the one in force too once the
+        member has re-trained its last epoch).
+        """
+        self.logged_epochs = {logged for logged in self.logged_epochs if logged < epoch}
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

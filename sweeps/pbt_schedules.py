@@ -3,10 +3,12 @@
 A population of trials trains at once. Every --perturbation-interval epochs a
 member in the bottom --quantile-fraction copies the weights, optimiser and step of
 a top member and perturbs the knobs of MUTATIONS (PBT), or picks them by a GP
-bandit (--scheduler pb2, continuous knobs only). The objective is the label-free
-selection rule of the base config; nothing is judged inside warm-up. The parent
-MLflow run holds the lineage (who copied whom, at which epoch) and a plot of the
-schedules the members learned.
+bandit (--scheduler pb2, continuous knobs only, log-uniform ones in log space);
+explored values stay inside the intervals declared below. The objective is the
+label-free selection rule of the base config; nothing is judged inside warm-up.
+A member's run then shows the knobs it trains with, and counts every epoch it
+trained (compute/epochs_trained). The parent MLflow run holds the lineage (who
+copied whom, at which epoch) and a plot of the schedules the members learned.
 
     python sweeps/pbt_schedules.py --smoke-test
     python sweeps/pbt_schedules.py --num-samples 8              # a population of 8 on data/quality

@@ -8,6 +8,17 @@ live in the checkpoint (``Trainer.lineage``), so a member inherits its ancestors
 events along with their weights, and ``lineage.json`` in a finished member's run
 is its whole ancestry.
 
+After the copy B's run shows the knobs B now trains with (:func:`show_knobs_in_force`):
+its name, ``config.yaml`` and tags (``sweep.<path>``, ``config_hash``, ``method``,
+``topk``, ``schedule``, ``seed``, ...) are rewritten. MLflow params are write-once
+(it refuses a changed value), so the params keep B's config at its start and
+``pbt.copy-<n>/<key>`` params record each key whose value, from copy ``n`` on,
+differs from it (``pbt.copy-<n>`` itself: the config hash in force): the config in
+force is the start params overridden by the newest copy's. Epochs B re-trains (a copy of an older checkpoint) are logged
+again, the newer point of a step being the one in force
+(:meth:`~galaxy_da.tracking.RunTracker.relog_from`); B's own pre-copy points stay
+in its run, its lineage's are in ``history.json``.
+
 A member's *learned schedule* is the per-epoch value of each knob in force
 (``schedule/align_weight`` = λ, ``schedule/blur``, ``schedule/topk``, ``lr``) along
 its lineage: its history, which it also inherits with the weights.
@@ -21,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+COPY_PARAM_PREFIX = "pbt.copy-"
 SCHEDULE_KEYS = {"λ (alignment weight)": "schedule/align_weight", "blur": "schedule/blur", "top-k": "schedule/topk", "learning rate": "lr"}
 
 
@@ -51,7 +63,37 @@ def record_copy(trial, member: str, copied_from: dict[str, str], varied: dict[st
         copies = int(trial.tracker.client.get_run(trial.run_id).data.tags.get("pbt.copies", 0)) + 1
         trial.tracker.log_text(json.dumps(event, indent=1), f"lineage/copy-{copies}.json")
         trial.tracker.set_tags({"pbt.copied_from": event["from_trial"], "pbt.copied_at_epoch": str(event["epoch"]), "pbt.copies": str(copies)})
+        show_knobs_in_force(trial, copies, varied)
+        trial.tracker.relog_from(trainer.next_epoch)
     return event
+
+
+def show_knobs_in_force(trial, copy: int, varied: dict[str, str]) -> None:
+    """Name, ``config.yaml``, tags and ``pbt.copy-<copy>/`` params of the member's run: its config from this copy on."""
+    from mlflow.entities import Param
+
+    from galaxy_da.config import config_to_yaml
+    from galaxy_da.tracking import config_params, describe_tags
+
+    tracker, cfg = trial.tracker, trial.cfg
+    start = {key: value for key, value in tracker.client.get_run(trial.run_id).data.params.items() if not key.startswith(COPY_PARAM_PREFIX)}
+    changed = [Param(f"{COPY_PARAM_PREFIX}{copy}/{key}", value) for key, value in config_params(cfg).items() if start.get(key) != value]
+    changed.append(Param(f"{COPY_PARAM_PREFIX}{copy}", cfg.hash()))  # marks the copy even when nothing differs from the start
+    for first in range(0, len(changed), 100):  # MLflow takes at most 100 params per batch
+        tracker.client.log_batch(trial.run_id, params=changed[first : first + 100])
+    tracker.set_tags({**describe_tags(cfg), **varied})
+    tracker.client.update_run(trial.run_id, name=cfg.tracking.run_name)
+    tracker.log_text(config_to_yaml(cfg), "config.yaml")
+
+
+def config_in_force(params: dict[str, str]) -> dict[str, str]:
+    """A member's config in force, as run params: the start params overridden by the newest ``pbt.copy-<n>/`` params."""
+    copies = sorted({int(key[len(COPY_PARAM_PREFIX):].split("/", 1)[0]) for key in params if key.startswith(COPY_PARAM_PREFIX)})
+    start = {key: value for key, value in params.items() if not key.startswith(COPY_PARAM_PREFIX)}
+    if not copies:
+        return start
+    newest = f"{COPY_PARAM_PREFIX}{copies[-1]}/"
+    return start | {key[len(newest):]: value for key, value in params.items() if key.startswith(newest)}
 
 
 def schedule_of(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:

@@ -13,9 +13,12 @@ and ASHA's first rung and PBT's first perturbation come after them.
   (explore): numbers x0.8 or x1.2, choices to a neighbouring option, or a fresh
   draw with probability ``resample_probability``.
 - ``pb2``: PBT whose explore step is a GP bandit over the continuous knobs
-  (Parker-Holder et al. 2020); choices are left as they are.
+  (Parker-Holder et al. 2020), log-uniform ones in log10 coordinates; choices
+  are left as they are.
 
-The mutable knobs are the sweep's ``mutations`` (default: its whole search space).
+The mutable knobs are the sweep's ``mutations`` (default: its whole search
+space). Explored numbers never leave their declared interval
+(:mod:`galaxy_da.sweep.explore`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Callable
 from galaxy_da.config import ConfigError
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.settings import SweepSettings
+from galaxy_da.sweep.space import Space
 from galaxy_da.sweep.stops import AnnouncingASHA
 
 TIME_ATTR = "epochs_done"
@@ -57,7 +61,7 @@ def mutations(settings: SweepSettings) -> dict[str, Any]:
     PBT perturbs a number by a factor and shifts a choice to a neighbouring
     option, so choices are given as lists (ordered as the sweep lists them).
     """
-    space = settings.mutations if settings.mutations is not None else settings.space
+    space = mutation_space(settings)
     unknown = sorted(set(space) - set(settings.space))
     if unknown:
         raise ConfigError(f"mutations {unknown}: every mutable knob must also be in the search space {sorted(settings.space)}")
@@ -66,13 +70,17 @@ def mutations(settings: SweepSettings) -> dict[str, Any]:
             for path, spec in space.items()}
 
 
-def continuous_bounds(settings: SweepSettings) -> dict[str, list[float]]:
-    """PB2's ``[low, high]`` per continuous knob of the mutation space."""
-    space = settings.mutations if settings.mutations is not None else settings.space
-    bounds = {path: list(spec[kind][:2]) for path, spec in space.items() for kind in spec if kind in ("uniform", "loguniform", "quniform", "randint")}
-    if not bounds:
+def mutation_space(settings: SweepSettings) -> Space:
+    """The knobs PBT/PB2 may change: the sweep's ``mutations``, else its whole search space."""
+    return settings.mutations if settings.mutations is not None else settings.space
+
+
+def continuous_knobs(settings: SweepSettings) -> list[str]:
+    """The numeric knobs of the mutation space, the only ones PB2 explores."""
+    knobs = [path for path, spec in mutation_space(settings).items() if not search_space.is_categorical(path, spec)]
+    if not knobs:
         raise ConfigError("pb2 explores continuous knobs only: give the mutation space a uniform/loguniform/randint entry")
-    return bounds
+    return knobs
 
 
 def _asha(base: dict[str, Any], settings: SweepSettings):
@@ -85,18 +93,20 @@ def _asha(base: dict[str, Any], settings: SweepSettings):
 def _pbt(base: dict[str, Any], settings: SweepSettings):
     from ray.tune.schedulers import PopulationBasedTraining
 
+    from galaxy_da.sweep.explore import into_space
+
     return PopulationBasedTraining(
         time_attr=TIME_ATTR, perturbation_interval=settings.perturbation_interval, hyperparam_mutations=mutations(settings),
         quantile_fraction=settings.quantile_fraction, resample_probability=settings.resample_probability,
-        burn_in_period=longest_warmup(base, settings),
+        burn_in_period=longest_warmup(base, settings), custom_explore_fn=into_space(mutation_space(settings)),
     )
 
 
 def _pb2(base: dict[str, Any], settings: SweepSettings):
-    from ray.tune.schedulers.pb2 import PB2
+    from galaxy_da.sweep.explore import LogScaledPB2
 
-    return PB2(
-        time_attr=TIME_ATTR, perturbation_interval=settings.perturbation_interval, hyperparam_bounds=continuous_bounds(settings),
+    return LogScaledPB2(  # its numeric knobs (check_scheduler: at least one)
+        mutation_space(settings), time_attr=TIME_ATTR, perturbation_interval=settings.perturbation_interval,
         quantile_fraction=settings.quantile_fraction,
     )
 
@@ -116,10 +126,9 @@ def check_scheduler(base: dict[str, Any], settings: SweepSettings) -> None:
         raise ConfigError(f"scheduler {settings.scheduler!r} evolves its own population: use searcher='random' (got {settings.searcher!r})")
     if settings.perturbation_interval < 1:
         raise ConfigError(f"perturbation interval {settings.perturbation_interval}: must be >= 1 epoch")
+    mutations(settings)  # every mutable knob is in the search space
     if settings.scheduler == "pb2":
-        continuous_bounds(settings)
-    else:
-        mutations(settings)
+        continuous_knobs(settings)
 
 
 def build_scheduler(base: dict[str, Any], settings: SweepSettings):

@@ -25,7 +25,15 @@ The trial closes its own MLflow run, synchronously, in the actor:
 Population-based training (``pbt``/``pb2``) restores a member from *another*
 member's checkpoint with perturbed knobs. The member then continues from the
 copied weights, optimiser state and epoch under its own (new) config, keeps its
-own MLflow run, and records the copy in its lineage (:mod:`galaxy_da.sweep.lineage`).
+own MLflow run, records the copy in its lineage and shows the knobs in force
+(:mod:`galaxy_da.sweep.lineage`).
+
+Compute: every epoch a trial trains counts, re-trained ones included (a member
+that copies an older checkpoint trains some epochs twice, which its per-epoch
+metrics cannot show). The run's metric ``compute/epochs_trained`` is the running
+count at each epoch trained; a trial that re-attaches to its run (its own
+restart, or a PBT copy) continues its own count, never the copied member's.
+:func:`epochs_trained` reads it back.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import ray
 from ray import tune
@@ -51,6 +59,20 @@ from galaxy_da.sweep.stops import announced_stop
 
 RUN_ID_FILE = "mlflow_run.json"
 CHECKPOINT_FILES = ("last.pt", "best.pt", RUN_ID_FILE)
+EPOCHS_TRAINED = "compute/epochs_trained"
+
+
+def epochs_trained(client, run_id: str) -> int:
+    """The epochs a trial's run trained, re-trained ones included: the largest value of its running count (0: none yet)."""
+    return int(max((point.value for point in client.get_metric_history(run_id, EPOCHS_TRAINED)), default=0))
+
+
+def counted_epochs(records: Iterator[dict[str, Any]], tracker, trained: int) -> Iterator[dict[str, Any]]:
+    """Each epoch's record with ``compute/epochs_trained``, the running count from ``trained`` on, also logged at the epoch's step."""
+    for record in records:
+        trained += 1
+        tracker.log_metrics({EPOCHS_TRAINED: trained}, step=int(record["epoch"]))
+        yield {**record, EPOCHS_TRAINED: trained}
 
 
 def tune_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +180,9 @@ class SweepTrial(tune.Trainable):
         if self.copied_from is not None:
             record_copy(self.trial, self.owner, self.copied_from, self.varied)
         (self.work / RUN_ID_FILE).write_text(json.dumps({"run_id": self.trial.run_id, "trial_id": self.owner}))
-        self.epochs = self.trial.epochs()
+        # the count goes on in this trial's own run (its restart, or a PBT copy), never in the copied member's
+        trained = epochs_trained(self.trial.tracker.client, self.stored_run_id) if self.stored_run_id is not None else 0
+        self.epochs = counted_epochs(self.trial.epochs(), self.trial.tracker, trained)
 
     def step(self) -> dict[str, Any]:
         """Train to the next scored epoch; close the run FINISHED when training is over."""
