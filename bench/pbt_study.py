@@ -115,7 +115,12 @@ def load_sweep_script(name: str) -> dict[str, Any]:
 
 
 def population(args: argparse.Namespace, study_seed: int, seeds: list[int], tracking_uri: str, out: Outputs) -> dict[str, Any]:
-    """One population, member ``i`` starting from seed ``t_i``; its label-free pick, evaluated on target test."""
+    """One population, member ``i`` starting from seed ``t_i``; its label-free pick, evaluated on target test.
+
+    Run, resumed when unfinished, or reused when its parent run finished (the study stopped after its sweep).
+    """
+    from mlflow.tracking import MlflowClient
+
     from galaxy_da.config import load_config
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.state import read_sweep_state
@@ -124,12 +129,15 @@ def population(args: argparse.Namespace, study_seed: int, seeds: list[int], trac
     script = load_sweep_script("pbt_schedules")
     cfg = load_config(PBT_CONFIG, {"data.path": str(args.data), "tracking.experiment": "pbt-study", **smoke_overrides(args)})
     settings = SweepSettings(
-        name=f"pbt-study-{args.scheduler}-m{args.members}-s{study_seed}", space={**script["SPACE"], "seed": {"grid": seeds}},
+        name=f"pbt-study-{args.scheduler}-m{args.members}-i{args.interval}-t{seeds[0]}", space={**script["SPACE"], "seed": {"grid": seeds}},
         mutations=script["MUTATIONS"], scheduler=args.scheduler, searcher="random", seed=study_seed, num_samples=1,
         max_concurrent=args.workers, num_cpus=args.workers, perturbation_interval=args.interval, quantile_fraction=0.25,
         tracking_uri=tracking_uri, address="local", storage_path=str(out.folder / "ray" if args.smoke else REPO / "ray_results"),
     )
-    sweep = run_sweep(cfg, settings, resume=read_sweep_state(settings) is not None)
+    state = read_sweep_state(settings)
+    if state is not None and MlflowClient(tracking_uri).get_run(state["parent_run_id"]).info.status == "FINISHED":
+        return population_row(state["parent_run_id"], tracking_uri, study_seed, seeds, script["MUTATIONS"])
+    sweep = run_sweep(cfg, settings, resume=state is not None)
     if not sweep.complete:
         raise SystemExit(f"population of study seed {study_seed} did not finish ({sweep.experiment_path}); run the study again to resume it")
     return population_row(sweep.parent_run_id, tracking_uri, study_seed, seeds, script["MUTATIONS"])
@@ -180,7 +188,7 @@ def population_row(parent_run_id: str, tracking_uri: str, study_seed: int, seeds
 def hand_set_arm(method: str, overrides: dict[str, Any], args: argparse.Namespace, study_seed: int, seeds: list[int],
                  tracking_uri: str, out: Outputs) -> dict[str, Any]:
     """Run ``i`` trains seed ``t_i``; the arm's model is the run with the best label-free score."""
-    budget = {"data.path": str(args.data), **overrides, **smoke_overrides(args)}
+    budget = {"data.path": str(args.data), **overrides, **smoke_overrides(args), "tracking.experiment": "pbt-study"}
     results = run_all([make_job(method, t, budget, parent_run_id=None, tracking_uri=tracking_uri) for t in seeds], args.workers, out.jobs)
     best = max(results, key=lambda r: r["selection_score"])
     return {"seed": study_seed, "training_seeds": seeds, "chosen_run": best["run_id"], "label_free": best["selection_score"],

@@ -239,6 +239,31 @@ def test_pbt_exploit_then_explore_on_a_two_member_population(toy_dataset, tmp_pa
 
 
 @pytest.mark.slow
+def test_pb2_copies_and_explores_a_loguniform_knob_inside_its_interval(toy_dataset, tmp_path):
+    """PB2 in a real sweep: the weak member copies the strong one and its λ (explored in log10) stays in [0.5, 2]."""
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.sweep.leaderboard import child_runs
+    from galaxy_da.sweep.tuner import run_sweep
+
+    cfg = load_config(None, {**TINY, "data.path": str(toy_dataset), "optim.epochs": 6, "tracking.experiment": "pb2"})
+    settings = SweepSettings(
+        name="pb2", space={"optim.lr": {"grid": [1e-6, 3e-3]}, "align.weight": {"loguniform": [0.5, 2.0]}},
+        mutations={"align.weight": {"loguniform": [0.5, 2.0]}}, scheduler="pb2", searcher="random", num_samples=1,
+        perturbation_interval=1, quantile_fraction=0.5, max_concurrent=2, num_cpus=2,
+        storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    result = run_sweep(cfg, settings)
+    assert result.complete
+    client = MlflowClient(result.tracking_uri)
+    events = json.loads(Path(client.download_artifacts(result.parent_run_id, "population/lineage.json", str(tmp_path))).read_text())
+    assert events, "no member copied another: the test saw no exploit"
+    assert all(0.5 <= event["knobs"]["align.weight"]["after"] <= 2.0 for event in events)
+    runs = child_runs(client, client.get_run(result.parent_run_id).info.experiment_id, result.parent_run_id)
+    assert all(0.5 <= float(run.data.tags["sweep.align.weight"]) <= 2.0 for run in runs)
+
+
+@pytest.mark.slow
 def test_the_pbt_schedules_sweep_smoke_test_runs(toy_dataset, tmp_path):
     command = [sys.executable, str(ROOT / "sweeps" / "pbt_schedules.py"), "--smoke-test", "--data", str(toy_dataset),
                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2",
