@@ -29,7 +29,7 @@ from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ImageSet
 from galaxy_da.inference import predict
 from galaxy_da.models.registry import build_model
-from galaxy_da.train import SCORED_DIR
+from galaxy_da.checkpoint import SCORED_DIR
 
 ARTIFACTS = f"checkpoints/{SCORED_DIR}"
 STOP_TAG = "stopped_by"

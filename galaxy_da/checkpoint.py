@@ -19,6 +19,7 @@ import torch
 
 LAST = "last.pt"
 BEST = "best.pt"
+SCORED_DIR = "scored"  # selection.audit_rules: the model of every scored epoch, beside last.pt and best.pt
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

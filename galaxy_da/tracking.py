@@ -208,13 +208,16 @@ def ensure_experiment(client, name: str, tracking_uri: str) -> str:
 
 def log_trial_outputs(tracker: RunTracker, history: list[dict[str, Any]], checkpoint_dir: Path, title: str,
                       lineage: Optional[list[dict[str, Any]]] = None) -> None:
-    """Checkpoints, history JSON and the history plot at the end of a trial; a PBT member's ancestry too."""
-    from galaxy_da.checkpoint import BEST, LAST
+    """Checkpoints (and the kept models of scored epochs, ``selection.audit_rules``), history JSON and the
+    history plot at the end of a trial; a PBT member's ancestry too."""
+    from galaxy_da.checkpoint import BEST, LAST, SCORED_DIR
     from galaxy_da.plots import plot_history, save
 
     for name in (BEST, LAST):
         if (checkpoint_dir / name).is_file():
             tracker.log_artifact(checkpoint_dir / name, "checkpoints")
+    if (checkpoint_dir / SCORED_DIR).is_dir():
+        tracker.client.log_artifacts(tracker.run_id, str(checkpoint_dir / SCORED_DIR), f"checkpoints/{SCORED_DIR}")
     tracker.log_text(strict_json.dumps(history, indent=1, default=str), "history.json")
     if lineage:
         tracker.log_text(strict_json.dumps(lineage, indent=1), "lineage.json")

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from galaxy_da.accel import autocast, forward_of, memory_format
-from galaxy_da.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from galaxy_da.checkpoint import BEST, LAST, SCORED_DIR, load_checkpoint, save_checkpoint
 from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.data.loader import BatchStream
 from galaxy_da.distributed import World, convert_batchnorm
@@ -62,7 +62,6 @@ from galaxy_da.step_log import StepLog
 from galaxy_da.trial_data import TrialData, load_trial_data
 
 Report = Callable[[dict[str, Any], Path], None]
-SCORED_DIR = "scored"  # selection.audit_rules: the model of every scored epoch, in the checkpoint folder
 
 
 def scored_checkpoint(epoch: int) -> str:

@@ -48,7 +48,7 @@ def leaderboard(client, experiment_id: str, parent_run_id: str, varied: Sequence
             "run": run.info.run_name or "",
             "status": run.info.status,
             **{path: run.data.tags.get(VARIED_TAG_PREFIX + path, "") for path in varied},
-            "epochs": len(client.get_metric_history(run.info.run_id, EPOCH_METRIC)),
+            "epochs": len({point.step for point in client.get_metric_history(run.info.run_id, EPOCH_METRIC)}),  # a PBT member re-logs re-trained epochs
             "best_epoch": int(best_epoch) if math.isfinite(best_epoch) else None,
             "score": metrics.get("best/score", math.nan),
             SCORED_ON_TAG: run.data.tags.get(SCORED_ON_TAG, ""),

@@ -49,6 +49,7 @@ from typing import Any, Iterator, Optional
 import ray
 from ray import tune
 
+from galaxy_da.checkpoint import SCORED_DIR
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.leaderboard import TRIAL_TAG, VARIED_TAG_PREFIX
 from galaxy_da.sweep.lineage import log_learned_schedule, record_copy
@@ -210,15 +211,19 @@ class SweepTrial(tune.Trainable):
         for name in CHECKPOINT_FILES:
             if (self.work / name).is_file():
                 shutil.copy2(self.work / name, Path(checkpoint_dir) / name)
+        if (self.work / SCORED_DIR).is_dir():  # selection.audit_rules: the models kept so far
+            shutil.copytree(self.work / SCORED_DIR, Path(checkpoint_dir) / SCORED_DIR, dirs_exist_ok=True)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        """This trial's own checkpoint (a restart), or another member's (a PBT exploit)."""
+        """This trial's own checkpoint (a restart), or another member's (a PBT exploit; its kept models stay its own)."""
         for name in CHECKPOINT_FILES:
             if (Path(checkpoint_dir) / name).is_file():
                 shutil.copy2(Path(checkpoint_dir) / name, self.work / name)
         owner = json.loads((self.work / RUN_ID_FILE).read_text())
         mine = owner["trial_id"] == self.owner
         self.stored_run_id, self.copied_from = (owner["run_id"], None) if mine else (None, owner)
+        if mine and (Path(checkpoint_dir) / SCORED_DIR).is_dir():
+            shutil.copytree(Path(checkpoint_dir) / SCORED_DIR, self.work / SCORED_DIR, dirs_exist_ok=True)
 
     def _release_workers(self) -> None:
         if self.workers is not None:

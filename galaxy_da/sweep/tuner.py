@@ -221,23 +221,23 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
         )
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
     if resume and state.get("complete"):
-        return _already_complete(settings, state)
+        return _already_complete(settings, state, store_uri)
     with _environment(**QUIET_ENV):
         return _run(cfg, settings, resume, base, store_uri)
 
 
-def _already_complete(settings: SweepSettings, state: dict[str, Any]) -> SweepResult:
-    """``--resume`` of a sweep whose every trial ended: say so, and give its leaderboard without starting Ray."""
+def _already_complete(settings: SweepSettings, state: dict[str, Any], store_uri: str) -> SweepResult:
+    """``--resume`` of a sweep whose every trial ended: say so, and give its leaderboard (from ``store_uri``) without starting Ray."""
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.sweep.leaderboard import leaderboard
 
-    client = MlflowClient(state["tracking_uri"])
+    client = MlflowClient(store_uri)
     parent = client.get_run(state["parent_run_id"])
     rows = leaderboard(client, parent.info.experiment_id, state["parent_run_id"], list(settings.space))
     print(f"sweep {settings.name!r} is complete: every one of its {len(rows)} trials ended, nothing to resume "
           f"(parent run {state['parent_run_id']}).", flush=True)
-    return SweepResult(state["parent_run_id"], settings.experiment_path, True, rows, state["tracking_uri"])
+    return SweepResult(state["parent_run_id"], settings.experiment_path, True, rows, store_uri)
 
 
 def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
