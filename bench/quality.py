@@ -48,6 +48,7 @@ from study import Outputs, add_common_arguments, outputs, smoke_dataset, smoke_o
 
 PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
 F1 = "eval/tgt_test/macro_f1"
+TRANSFERS = 0.6  # a seed "transfers" when its target macro-F1 reaches this (source-only is bimodal: about 0.3 or 0.7)
 KEY_METHODS = ("source_only", "dann")  # with the best distance: the rows that get --more-seeds and the shared rows
 SHARED = " · shared norm"  # rows re-run with one input standardisation for both domains (see bench/source_only_modes.py)
 COLUMNS = {  # column -> metric, all shown as median (IQR) over seeds
@@ -81,6 +82,26 @@ def table(results: list[dict[str, Any]], majority: dict[str, float], order: list
         cells = [label, str(len(f1)), cell(f1), *diff_cells, f"{np.mean(f1):.3f} ± {np.std(f1, ddof=1):.3f}"]
         cells += [cell(list(per_seed(results, method, metric).values())) for metric in COLUMNS.values()]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def normalisation_table(results: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
+    """Per method: shared minus per-domain input normalisation, paired by seed (median, IQR, wins, Wilcoxon),
+    and how many seeds transfer (target macro-F1 >= :data:`TRANSFERS`) under each."""
+    header = ["method", "seeds", "per-domain tgt F1", "shared tgt F1", "Δ shared − per-domain (paired)", "wins", "Wilcoxon p",
+              f"seeds ≥ {TRANSFERS} per-domain / shared", "recall E per-domain / shared", "recall S per-domain / shared"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        d = paired_difference(results, f"{method}{SHARED}", method, F1)
+        if not d.get("n"):
+            continue
+        seeds = d["seeds"]
+        values = {name: per_seed(results, name, F1) for name in (method, f"{method}{SHARED}")}
+        transfers = [sum(values[name][s] >= TRANSFERS for s in seeds) for name in values]
+        recall = lambda metric: " / ".join(cell([per_seed(results, name, metric)[s] for s in seeds]) for name in values)
+        lines.append(f"| {method} | {d['n']} | {cell([values[method][s] for s in seeds])} | {cell([values[f'{method}{SHARED}'][s] for s in seeds])} "
+                     f"| {d['median']:+.3f} ({d['q1']:+.3f}…{d['q3']:+.3f}) | {d['wins']}/{d['n']} | {d['p']:.3g} "
+                     f"| {transfers[0]}/{d['n']} / {transfers[1]}/{d['n']} | {recall(COLUMNS['recall E'])} | {recall(COLUMNS['recall S'])} |")
     return "\n".join(lines)
 
 
@@ -201,7 +222,8 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     section = (f"`{command}` ({'smoke, ' if args.smoke else ''}{len(results)} runs; wall time {wall / 60:.1f} min for the jobs "
                f"this invocation ran, {job_seconds / 60:.1f} job-minutes in all; load average at the end "
                f"{os.getloadavg()[0]:.2f}; MLflow parent run `{parent.run_id}`; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
-               f"{markdown}\n\nCalibration: source-only {checks['gap_macro_f1_points']:.1f} macro-F1 points below the "
+               f"{markdown}\n\nInput normalisation, the same seeds under both:\n\n{normalisation_table(results, key_methods)}\n\n"
+               f"Calibration: source-only {checks['gap_macro_f1_points']:.1f} macro-F1 points below the "
                f"target-oracle (goal ≥ 15: {'met' if checks['gap_ok'] else 'missed'}); in-domain accuracy source-only "
                f"{checks['source_only_src_val_acc']:.3f}, target-oracle {checks['target_oracle_tgt_test_acc']:.3f} "
                f"(goal 0.85–0.95: {'met' if checks['in_domain_ok'] else 'missed'}).\n\nReproduce a row:\n\n{commands(results, order)}")
