@@ -21,10 +21,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from galaxy_da.config_errors import ConfigError, did_you_mean, invalid_configuration
 from galaxy_da.registries import ALIGNMENT_METHODS, BACKBONES
@@ -34,10 +34,33 @@ __all__ = ["ConfigError", "TrialConfig", "load_config", "validate"]
 ORACLE_RULE = "oracle"
 LABEL_FREE_RULES = ("src_val", "entropy", "dev", "snd")
 GROUP_PATTERN = re.compile(r"^[CD]([1-9][0-9]*)$")
+# YAML 1.1 (PyYAML) reads these words as booleans, in files and in overrides alike.
+YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
+def literal_values(annotation: Any) -> tuple[Any, ...]:
+    """Every value a ``Literal`` in ``annotation`` allows, through ``Optional``/``Union``: ``Optional[Literal["a", "b"]] -> ("a", "b")``."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return tuple(value for member in get_args(annotation) for value in literal_values(member))
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _boolean_as_word(cls, value: Any, info: ValidationInfo) -> Any:
+        """Give back the word YAML read as a boolean, for an option whose allowed words include it.
+
+        ``compute.compile=off`` and ``compute: {compile: off}`` reach pydantic as
+        ``False``; ``compile`` allows ``"off"``, so ``False`` becomes ``"off"``
+        (``True`` becomes ``"on"``, ``"yes"`` or ``"true"``, whichever is allowed).
+        """
+        if not isinstance(value, bool):
+            return value
+        allowed = literal_values(cls.model_fields[info.field_name].annotation)
+        return next((word for word in YAML_BOOLEAN_WORDS[value] if word in allowed), value)
 
 
 class DataConfig(_Section):
@@ -242,7 +265,8 @@ class ComputeConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    tracking_uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db
+    # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db; the commands' --tracking-uri sets it
+    tracking_uri: Optional[str] = Field(None, json_schema_extra={"flag": "--tracking-uri"})
     experiment: str = "galaxy-da"
     run_name: Optional[str] = None
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from galaxy_da import strict_json
-from galaxy_da.commands import TRACKING_URI_HELP
 from galaxy_da.config import TrialConfig, validate
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ShardDataset
@@ -51,6 +50,7 @@ from galaxy_da.metrics import (
 )
 from galaxy_da.models.registry import build_model
 from galaxy_da.selection import ORACLE, ORACLE_RULES, SELECTION_RULES, Predictions, SelectionInputs
+from galaxy_da.tracking import TRACKING_URI_HELP
 
 logger = logging.getLogger("galaxy_da.eval")
 

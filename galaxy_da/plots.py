@@ -15,6 +15,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 
 from galaxy_da.domain_metrics import l2_normalise, subsample
@@ -250,6 +251,20 @@ HISTORY_PANELS = (
 HISTORY_COLUMNS = 4  # panels per row: seven panels make a 4 x 2 grid of about 1730 x 720 px
 
 
+def span_a_decade(ax) -> None:
+    """Widen a log y-axis that spans less than a decade to one decade about its geometric centre.
+
+    On a narrower view matplotlib labels minor ticks with a few significant
+    digits, and nearly equal values (an OT error that hardly moves between
+    epochs) show one label repeated down the axis; over a decade the ticks are
+    1, 2, ..., 9 times a power of ten, each labelled once.
+    """
+    low, high = ax.get_ylim()
+    if 0 < low and high / low < 10:
+        centre = np.sqrt(low * high)
+        ax.set_ylim(centre / np.sqrt(10), centre * np.sqrt(10))
+
+
 def plot_history(history: list[dict], title: str, marked_epoch: Optional[int] = None, marked_label: str = "") -> Figure:
     """Per-epoch curves, one panel per metric family present in ``history``, on a grid for a screen.
 
@@ -273,6 +288,9 @@ def plot_history(history: list[dict], title: str, marked_epoch: Optional[int] = 
         if marked_epoch is not None:
             ax.axvline(marked_epoch, color="black", linestyle="--", linewidth=1, label=marked_label or f"epoch {marked_epoch}")
         ax.set(xlabel="epoch", title=name, yscale=scale)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if scale == "log":
+            span_a_decade(ax)
         if members:
             ax.legend(fontsize=6)
     for ax in axes[len(panels):]:

@@ -34,9 +34,9 @@ from typing import Any, Optional
 import numpy as np
 from scipy import stats
 
-from galaxy_da.commands import TRACKING_URI_HELP
 from galaxy_da.eval import EVAL_METRIC, evaluate_run
 from galaxy_da.selection import ORACLE, SELECTION_RULES
+from galaxy_da.tracking import TRACKING_URI_HELP
 
 TAG_COLUMNS = ("backbone", "method", "topk", "schedule", "seed")
 GROUP_TAG = "config_hash_noseed"

@@ -7,8 +7,9 @@ backbone/method/top-k/schedule as tags; per-epoch metrics with ``step = epoch``;
 training-history plot as artifacts. That is enough to rebuild the model later.
 
 All calls go through :class:`mlflow.tracking.MlflowClient` (no global active
-run), so a trial can log from any thread or process. MLflow is imported only
-when a tracker is created.
+run), so a trial can log from any thread or process; :func:`mlflow_client`
+creates and migrates a new local sqlite store first, one process at a time
+(:mod:`galaxy_da.sqlite_store`). MLflow is imported only when a tracker is created.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT_STORE = Path("mlflow")
 EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
 PARAM_VALUE_LIMIT = 6000
 SCORED_ON_TAG = "scored_on"  # what a trial's epoch scores were computed on (subsampled or full splits)
+TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"  # every --tracking-uri flag
 
 
 def default_tracking_uri() -> str:
@@ -57,6 +59,19 @@ def artifact_root_for(tracking_uri: str) -> Optional[str]:
     if tracking_uri.startswith("sqlite:///"):
         return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
     return None
+
+
+def mlflow_client(tracking_uri: str):
+    """An ``MlflowClient`` on ``tracking_uri``; a local sqlite store is created and migrated first, one process at a time.
+
+    Raises :class:`~galaxy_da.sqlite_store.StoreError` (one line) for a store that cannot be opened.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from galaxy_da.sqlite_store import ready_store
+
+    ready_store(tracking_uri, artifact_root_for(tracking_uri))
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def git_commit() -> str:
@@ -111,10 +126,8 @@ class RunTracker:
         extra_tags: Optional[dict[str, str]] = None,
         run_id: Optional[str] = None,
     ):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = mlflow_client(self.tracking_uri)
         if run_id is not None:  # re-attach (a resumed trial): epochs it logged before are not logged again
             self.run_id = run_id
             self.logged_epochs = {point.step for point in self.client.get_metric_history(run_id, EPOCH_METRIC)}
@@ -233,9 +246,8 @@ def load_run_checkpoint(run_id: str, which: str = "best", tracking_uri: Optional
     A run or checkpoint that does not exist raises :class:`LookupError` with a clear message.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    client = mlflow_client(tracking_uri or default_tracking_uri())
     try:
         client.get_run(run_id)
     except MlflowException as exc:

@@ -114,3 +114,47 @@ def test_a_config_error_on_the_command_line_comes_back_before_torch_is_imported(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
     assert done.stderr.strip() == "galaxy-da train: error: override align.topkk=3: align.topkk: unknown key; did you mean align.topk?"
+
+
+def test_compile_off_is_off_from_an_override_and_from_a_yaml_file(tmp_path):
+    """YAML 1.1 reads `off` as False; `compute.compile` allows the word `off`, so `off` it is."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("compute: {compile: off}\n")
+    assert load_config(None, ["compute.compile=off"]).compute.compile == "off"
+    assert load_config(path).compute.compile == "off"
+    assert load_config(path, ["compute.compile=inductor"]).compute.compile == "inductor"
+
+
+def boolean_word_options(model=TrialConfig, prefix=""):
+    """(dotted key, word) for every option whose allowed words include one that YAML 1.1 reads as a boolean."""
+    from typing import Literal, get_args, get_origin
+
+    from pydantic import BaseModel
+
+    def words(annotation):
+        if get_origin(annotation) is Literal:
+            return list(get_args(annotation))
+        return [word for member in get_args(annotation) for word in words(member)]
+
+    found = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found += boolean_word_options(field.annotation, f"{prefix}{name}.")
+        found += [(f"{prefix}{name}", word) for word in words(field.annotation) if word in ("on", "off", "yes", "no", "true", "false")]
+    return found
+
+
+@pytest.mark.parametrize("key, word", boolean_word_options())
+def test_every_option_word_that_yaml_reads_as_a_boolean_is_kept(key, word, tmp_path):
+    text = word
+    for part in reversed(key.split(".")):
+        text = f"{{{part}: {text}}}"  # compute.compile, off -> {compute: {compile: off}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text + "\n")
+    for cfg in (load_config(None, [f"{key}={word}"]), load_config(path)):
+        assert cfg.flat()[key] == word
+
+
+def test_a_boolean_for_a_word_option_says_yaml_read_it_as_one():
+    with pytest.raises(ConfigError, match=r"compute.precision: .*got False \(YAML reads yes/no/on/off/true/false as booleans\)"):
+        load_config(None, ["compute.precision=off"])

@@ -17,7 +17,6 @@ import sys
 from types import ModuleType
 from typing import Callable, Optional
 
-TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"
 # MLflow's console output that no one reads, off in every command unless the caller's environment says otherwise.
 QUIET_MLFLOW = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts: 100%|███" around every checkpoint fetch
@@ -29,8 +28,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: one line on stderr, exit 2, no traceback."""
     from galaxy_da.config import ConfigError
     from galaxy_da.data.errors import DatasetError
+    from galaxy_da.sqlite_store import StoreError
 
-    return (ConfigError, DatasetError, FileNotFoundError, FileExistsError, LookupError, ValueError)
+    return (ConfigError, DatasetError, StoreError, FileNotFoundError, FileExistsError, LookupError, ValueError)
 
 
 def guarded(prog: str, work: Callable[[], int]) -> int:

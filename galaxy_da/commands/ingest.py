@@ -12,12 +12,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-labels", required=True, type=Path, help="source_galaxy_labels.csv or .json")
     parser.add_argument("--target-images", required=True, type=Path, help="folder of <asset_id>.jpg (GZ2)")
     parser.add_argument("--target-labels", required=True, type=Path, help="gz2_galaxy_labels*.csv or .json")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     parser.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE")
     parser.add_argument("--seed", type=int, default=0, help="split seed")
-    parser.add_argument("--max-reject-fraction", type=float, default=0.05)
-    parser.add_argument("--shard-rows", type=int, default=1024)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--max-reject-fraction", type=float, default=0.05, help="fail (exit 1) when more rows than this are rejected (default: %(default)s)")
+    parser.add_argument("--shard-rows", type=int, default=1024, help="galaxies per Parquet shard (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,12 +16,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     defaults = SynthParams()
     parser.add_argument("--out", default=DEFAULT_DATA, help="dataset folder or URI (s3://...) to write (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="the dataset is byte-identical for a seed (default: %(default)s)")
     parser.add_argument("--n-source", type=int, default=defaults.n_source, help="TNG-like galaxies (default: %(default)s)")
     parser.add_argument("--n-target", type=int, default=defaults.n_target, help="SDSS-like galaxies (default: %(default)s)")
     parser.add_argument("--size", type=int, default=defaults.size, help="stamp size in pixels; odd sizes suit steerable nets")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--shard-rows", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes; the dataset does not depend on them (default: %(default)s)")
+    parser.add_argument("--shard-rows", type=int, default=1024, help="galaxies per Parquet shard (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     parser.add_argument("--preview", metavar="PNG", help="write a grid of examples per class and domain instead")
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from galaxy_da.tracking import TRACKING_URI_HELP
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="trial YAML (default: built-in defaults)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.backbone=resnet18 align.topk=8")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     parser.add_argument("--checkpoint-dir", type=Path, help="where last.pt/best.pt go (default: a temporary folder)")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.pt")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")

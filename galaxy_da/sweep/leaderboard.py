@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from galaxy_da.tracking import EPOCH_METRIC, SCORED_ON_TAG
 
@@ -96,5 +97,6 @@ def plot_sweep_scores(rows: list[dict[str, Any]], rule: str, title: str) -> Figu
         running = np.fmax.accumulate(np.where(np.isfinite(scores), scores, -np.inf))
         ax.step(trials, np.where(np.isfinite(running), running, np.nan), where="post", c="tab:red", label="best so far")
     ax.set(xlabel="trial (start order)", ylabel=f"best {rule} score (label-free)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
     ax.legend(fontsize=8, loc="best")
     return fig
