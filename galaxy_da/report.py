@@ -141,13 +141,12 @@ def leaderboard_row(run, metrics: dict[str, float]) -> dict[str, Any]:
 def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: bool = False) -> SweepReport:
     """Evaluate every child run of ``parent_run_id`` and assemble leaderboard, groups and regrets."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from galaxy_da.sweep.leaderboard import child_runs
-    from galaxy_da.tracking import default_tracking_uri
+    from galaxy_da.tracking import default_tracking_uri, mlflow_client
 
     tracking_uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         parent = client.get_run(parent_run_id)
     except MlflowException as exc:
@@ -235,12 +234,11 @@ def score_vs_oracle_figure(report: SweepReport):
 def log_report(report: SweepReport, tracking_uri: Optional[str] = None) -> None:
     """Leaderboard, groups, figure and regret metrics into the parent run, under ``report/``."""
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     from galaxy_da.plots import save
-    from galaxy_da.tracking import default_tracking_uri
+    from galaxy_da.tracking import default_tracking_uri, mlflow_client
 
-    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    client = mlflow_client(tracking_uri or default_tracking_uri())
     run_id = report.parent_run_id
     client.log_text(run_id, to_markdown(report), "report/leaderboard.md")
     client.log_text(run_id, csv_text([{c: row[c] for c in leaderboard_columns()} for row in report.rows]), "report/leaderboard.csv")

@@ -147,6 +147,7 @@ def lineage_markdown(events: list[dict[str, Any]]) -> str:
 def plot_schedules(schedules: dict[str, dict[str, list[tuple[int, float]]]], title: str):
     """One panel per knob, one line per member: the schedules the population learned."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 6.5), constrained_layout=True)
     axes = fig.subplots(2, 2).ravel()
@@ -156,6 +157,7 @@ def plot_schedules(schedules: dict[str, dict[str, list[tuple[int, float]]]], tit
                 epochs, values = zip(*knobs[knob])
                 ax.plot(epochs, values, marker="o", markersize=3, label=member)
         ax.set(title=knob, xlabel="epoch", yscale="log" if knob == "learning rate" else "linear")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title)

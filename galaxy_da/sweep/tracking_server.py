@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
+from galaxy_da.sqlite_store import ready_store
 from galaxy_da.tracking import artifact_root_for
 
 HOST = "127.0.0.1"
@@ -118,6 +119,7 @@ def tracking_server(tracking_uri: str, port: Optional[int] = None, host: str = H
         yield tracking_uri
         return
     Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ready_store(tracking_uri, artifact_root_for(tracking_uri))  # created and migrated under the store's lock, not by the server
     port = port or free_port(host)
     url = f"http://{host}:{port}"
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
