@@ -114,6 +114,16 @@ def load_sweep_script(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the arms
 
 
+# A smoke's population needs perturbations before its last epoch (Tune's final result never reaches PBT):
+# 6 epochs, one warm-up, interval 1 put them at epochs_done 2..5, so a member can copy from the second.
+PBT_SMOKE_EPOCHS = 6
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any]:
+    """The trial budget overrides of every arm: the smoke's (with :data:`PBT_SMOKE_EPOCHS`), or none."""
+    return {**smoke_overrides(args), "optim.epochs": PBT_SMOKE_EPOCHS} if args.smoke else {}
+
+
 def population(args: argparse.Namespace, study_seed: int, seeds: list[int], tracking_uri: str, out: Outputs) -> dict[str, Any]:
     """One population, member ``i`` starting from seed ``t_i``; its label-free pick, evaluated on target test.
 
@@ -127,7 +137,7 @@ def population(args: argparse.Namespace, study_seed: int, seeds: list[int], trac
     from galaxy_da.sweep.tuner import run_sweep
 
     script = load_sweep_script("pbt_schedules")
-    cfg = load_config(PBT_CONFIG, {"data.path": str(args.data), "tracking.experiment": "pbt-study", **smoke_overrides(args)})
+    cfg = load_config(PBT_CONFIG, {"data.path": str(args.data), "tracking.experiment": "pbt-study", **budget(args)})
     settings = SweepSettings(
         name=f"pbt-study-{args.scheduler}-m{args.members}-i{args.interval}-t{seeds[0]}", space={**script["SPACE"], "seed": {"grid": seeds}},
         mutations=script["MUTATIONS"], scheduler=args.scheduler, searcher="random", seed=study_seed, num_samples=1,
@@ -188,8 +198,8 @@ def population_row(parent_run_id: str, tracking_uri: str, study_seed: int, seeds
 def hand_set_arm(method: str, overrides: dict[str, Any], args: argparse.Namespace, study_seed: int, seeds: list[int],
                  tracking_uri: str, out: Outputs) -> dict[str, Any]:
     """Run ``i`` trains seed ``t_i``; the arm's model is the run with the best label-free score."""
-    budget = {"data.path": str(args.data), **overrides, **smoke_overrides(args), "tracking.experiment": "pbt-study"}
-    results = run_all([make_job(method, t, budget, parent_run_id=None, tracking_uri=tracking_uri) for t in seeds], args.workers, out.jobs)
+    settings = {"data.path": str(args.data), **overrides, **budget(args), "tracking.experiment": "pbt-study"}
+    results = run_all([make_job(method, t, settings, parent_run_id=None, tracking_uri=tracking_uri) for t in seeds], args.workers, out.jobs)
     best = max(results, key=lambda r: r["selection_score"])
     return {"seed": study_seed, "training_seeds": seeds, "chosen_run": best["run_id"], "label_free": best["selection_score"],
             "f1": best["metrics"][F1], "trial_epochs": sum(r["epochs_trained"] for r in results),

@@ -137,7 +137,7 @@ def best_untuned_recipe(quality_json: Path, min_seeds: int = MIN_QUALITY_SEEDS) 
 
     Refuses (``SystemExit``, one line) a missing table, another protocol, or fewer than ``min_seeds`` source-only seeds.
     """
-    from galaxy_da.recipes import RECIPES
+    from galaxy_da.recipes import untuned_recipes
 
     payload = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
     results = payload.get("results", [])
@@ -146,7 +146,7 @@ def best_untuned_recipe(quality_json: Path, min_seeds: int = MIN_QUALITY_SEEDS) 
         found = "no such file" if not payload else f"protocol {payload.get('protocol')}, {source_only} source_only seeds"
         raise SystemExit(f"{quality_json}: not a protocol-{QUALITY_PROTOCOL} quality table with >= {min_seeds} source_only seeds "
                          f"({found}); run bench/quality.py first, or pass --baseline RECIPE")
-    candidates = [m for m in RECIPES if per_seed(results, m, F1)]
+    candidates = [m for m in untuned_recipes() if per_seed(results, m, F1)]  # the +topk_ot row too: the strongest untuned baseline
     best = max(candidates, key=lambda m: np.median(list(per_seed(results, m, F1).values())))
     return best, {r["seed"] for r in results}
 
@@ -232,13 +232,13 @@ def main() -> None:
     started = time.perf_counter()
     out = outputs(args, "sweep_study")
 
-    from galaxy_da.recipes import RECIPES
+    from galaxy_da.recipes import untuned_recipes
     from galaxy_da.sweep.tracking_server import tracking_server
     from galaxy_da.tracking import default_tracking_uri
     from oracle import write_target_as_source
 
-    if args.baseline and args.baseline not in RECIPES:
-        raise SystemExit(f"--baseline {args.baseline}: not a recipe; choose from {sorted(RECIPES)}")
+    if args.baseline and args.baseline not in untuned_recipes():
+        raise SystemExit(f"--baseline {args.baseline}: not a recipe; choose from {sorted(untuned_recipes())}")
     data = smoke_dataset(out.folder) if args.smoke else Path(args.data)
     base = sweep_base(data, smoke_overrides(args))
     baseline = choose_baseline(args, out)
@@ -279,7 +279,7 @@ def study(args: argparse.Namespace, out: Outputs, base, data: Path, oracle_data:
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.data.reader import ShardDataset
-    from galaxy_da.recipes import RECIPES, recipe_overrides
+    from galaxy_da.recipes import RECIPES, recipe_overrides, untuned_recipes
     from galaxy_da.selection import SELECTION_RULES
     from galaxy_da.tracking import RunTracker
     from scored_checkpoints import collect
@@ -294,8 +294,9 @@ def study(args: argparse.Namespace, out: Outputs, base, data: Path, oracle_data:
     recipe, recipe_source, _ = baseline
     smoke = smoke_overrides(args)
     untuned = "source_only" if recipe == "source_only" else f"untuned {recipe}"
-    methods = {f"sweep #{c['rank']}": c["overrides"] for c in top}
-    methods |= {untuned: {**smoke, **recipe_overrides(RECIPES[recipe])}, "source_only": {**smoke, **recipe_overrides(RECIPES["source_only"])}}
+    # retrained exactly, except that the retrains do not audit the rules (scoring only: it changes no weight)
+    methods = {f"sweep #{c['rank']}": {**c["overrides"], "selection.audit_rules": False} for c in top}
+    methods |= {untuned: {**smoke, **recipe_overrides(untuned_recipes()[recipe])}, "source_only": {**smoke, **recipe_overrides(RECIPES["source_only"])}}
     methods["target_oracle"] = {**smoke, **recipe_overrides(RECIPES["source_only"]), "data.path": str(oracle_data)}
     parent_cfg = base.model_copy(deep=True)
     parent_cfg.tracking.tracking_uri, parent_cfg.tracking.run_name = tracking_uri, f"{name}-fresh-seeds"
@@ -330,7 +331,7 @@ def study(args: argparse.Namespace, out: Outputs, base, data: Path, oracle_data:
     parent.finish()
     out.write_json({
         "command": command, "smoke": args.smoke, "wall_seconds": wall, "sweep_seconds": sweep_seconds, "load_average": os.getloadavg(),
-        "sweep": name, "parent_run_id": parent_run_id, "fresh_parent_run_id": parent.run_id, "space": SPACE,
+        "sweep": name, "parent_run_id": parent_run_id, "space": SPACE,
         "search_seed": args.search_seed, "sweep_rule": SWEEP_RULE, "analysis": statement(audit), "rules": audit["rules"],
         "oracle_best": audit["oracle_best"], "trials": audit["trials"], "pruned_trials": audit["pruned_trials"],
         "checkpoints": checkpoints, "skipped": skipped, "top": top, "baseline": recipe, "baseline_source": recipe_source,

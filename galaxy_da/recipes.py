@@ -32,6 +32,11 @@ def with_topk(recipe: str) -> dict[str, Any]:
     return {**RECIPES[recipe], "ot": {"weight": TOPK_WEIGHT}}
 
 
+def untuned_recipes() -> dict[str, dict[str, Any]]:
+    """Every recipe the quality table runs untuned: :data:`RECIPES` and each distance with the top-k OT add-on."""
+    return {**RECIPES, **{f"{name}+topk_ot": with_topk(name) for name in DISTANCE_RECIPES}}
+
+
 def recipe_overrides(section: dict[str, Any]) -> dict[str, Any]:
     """``{"method": "x", "ot": {"weight": 0.5}}`` -> ``{"align.method": "x", "align.ot.weight": 0.5}``."""
     return flatten(section, "align.")

@@ -26,15 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MOMENTS = ("before-first", "inside-trial", "between-trials")
 
 
-class InterruptingProgress(tuner.TrialProgress):
-    """The sweep's console callback, plus one SIGINT to this process at ``MOMENT``."""
+MOMENT_ENV = "GALAXY_DA_TEST_INTERRUPT_AT"  # read when the callback runs: Tune pickles its callbacks into
+# tuner.pkl and `--resume` brings this class back; a resumed process has no such variable and is left alone
+SENT_ENV = MOMENT_ENV + "_SENT"
 
-    moment = ""
-    sent = False
+
+class InterruptingProgress(tuner.TrialProgress):
+    """The sweep's console callback, plus one SIGINT to this process at ``$GALAXY_DA_TEST_INTERRUPT_AT``."""
 
     def _interrupt(self, moment: str) -> None:
-        if self.moment == moment and not InterruptingProgress.sent:
-            InterruptingProgress.sent = True
+        if os.environ.get(MOMENT_ENV) == moment and not os.environ.get(SENT_ENV):
+            os.environ[SENT_ENV] = "1"
             print(f"interrupting_sweep: SIGINT at {moment}", flush=True)
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -54,6 +56,6 @@ if __name__ == "__main__":
     moment, sys.argv = sys.argv[1], [str(ROOT / "sweeps" / "topk.py"), *sys.argv[2:]]
     if moment not in MOMENTS:
         sys.exit(f"moment {moment!r}: choose from {MOMENTS}")
-    InterruptingProgress.moment = moment
+    os.environ[MOMENT_ENV] = moment
     tuner.TrialProgress = InterruptingProgress
     runpy.run_path(sys.argv[0], run_name="__main__")

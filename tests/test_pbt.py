@@ -225,7 +225,7 @@ def test_pbt_exploit_then_explore_on_a_two_member_population(toy_dataset, tmp_pa
         assert event["weights_sha256"] == weights_sha256(copied)
         weight = event["knobs"]["align.weight"]
         assert any(weight["after"] == pytest.approx(min(max(weight["before"] * factor, 0.5), 2.0)) for factor in (0.8, 1.2))
-        assert event["knobs"]["optim.lr"]["after"] == event["knobs"]["optim.lr"]["before"] == 3e-3  # copied, not mutated
+        assert event["knobs"]["optim.lr"]["after"] == event["knobs"]["optim.lr"]["before"]  # copied, not mutated (either member may lead)
     files = {f.path for f in client.list_artifacts(result.parent_run_id, "population")}
     assert {"population/lineage.md", "population/learned_schedules.png"} <= files
     runs = {run.data.tags[TRIAL_TAG]: run for run in child_runs(client, client.get_run(result.parent_run_id).info.experiment_id, result.parent_run_id)}

@@ -114,10 +114,11 @@ def test_the_pbt_study_smoke_runs_its_whole_pipeline(tmp_path):
         assert member["epochs_trained"] == len(client.get_metric_history(member["run_id"], "train/loss")) >= 1
     assert pbt["trial_epochs"] == sum(m["epochs_trained"] for m in pbt["members"]) == payload["trial_epochs"][payload["pbt_arm"]]
     for name in ("reference σ-schedule + trainable weights", "best fixed schedule"):
-        assert payload["arms"][name][0]["trial_epochs"] == 2 * 3  # two runs of the smoke's 3 epochs
+        assert payload["arms"][name][0]["trial_epochs"] == 2 * 6  # two runs of the smoke's 6 epochs
 
     space = runpy.run_path(str(ROOT / "sweeps" / "pbt_schedules.py"))["MUTATIONS"]
     bounds = {path: spec["loguniform"] for path, spec in space.items() if "loguniform" in spec}
+    assert pbt["copies"], "the smoke's population saw no exploit: the copy, re-tag and explore checks would check nothing"
     assert pbt["explored_outside_space"] == []
     for path, (low, high) in bounds.items():  # every explored value, and every member's value in force, inside the space
         assert all(low <= event["knobs"][path]["after"] <= high for event in pbt["copies"])

@@ -208,8 +208,12 @@ def test_the_smoke_study_runs_sweep_analysis_fresh_seeds_tables_and_plots_and_co
         assert quality["trials"] == 4 and math.isfinite(quality["regret"]) and quality["regret"] >= 0
         assert quality["pick"]["score"] == max(p["score"] for p in quality["picks"])
 
+    from galaxy_da.sweep.stops import announced_stop
+
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
-    stopped = {row["run_id"]: "stopped_by" in client.get_run(row["run_id"]).data.tags for row in payload["checkpoints"]}
+    experiment = str(tmp_path / "ray_results" / payload["sweep"])  # what ASHA itself announced, not the tag the study read
+    stopped = {row["run_id"]: announced_stop(experiment, client.get_run(row["run_id"]).data.tags["ray_trial_id"]) == "asha"
+               for row in payload["checkpoints"]}
     assert all(row["pruned"] == stopped[row["run_id"]] for row in payload["checkpoints"])  # ASHA-pruned trials marked
     assert sum(stopped.values()) == payload["pruned_trials"]
     for run_id, pruned in stopped.items():  # scored epochs 1 and 2 (epoch 0 is warm-up); a pruned trial stopped after 1

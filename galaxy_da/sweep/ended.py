@@ -14,7 +14,8 @@ neither. The markers live beside Ray's results, so a resumed sweep counts the
 trials that ended before the interruption too. A resumed sweep also records, at
 its first step, the trials its restored state holds as ended: Tune saves its
 state before it stops the live trials, so a saved TERMINATED is a real ending
-(a driver killed outright after a trial ended but before the callback ran).
+(a driver killed outright after a trial ended but before the callback ran),
+and forgets the ending of a failed trial that the resume runs again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from ray import tune
 
-from galaxy_da.sweep.markers import all_markers, write_marker
+from galaxy_da.sweep.markers import all_markers, delete_marker, write_marker
 
 ENDED_FOLDER = "galaxy_da_ended"
 ENDED_STATES = {"TERMINATED": "complete", "ERROR": "error"}  # Tune's Trial.TERMINATED / Trial.ERROR
@@ -47,8 +48,11 @@ class RecordEndings(tune.Callback):
         self.restored_seen = True  # the first step sees the restored trials with their saved states
         recorded = ended_trials(self.experiment_path)
         for trial in trials:
-            if trial.status in ENDED_STATES and trial.trial_id not in recorded:
-                write_marker(self.experiment_path, ENDED_FOLDER, trial.trial_id, {"how": ENDED_STATES[trial.status]})
+            if trial.status in ENDED_STATES:
+                if trial.trial_id not in recorded:
+                    write_marker(self.experiment_path, ENDED_FOLDER, trial.trial_id, {"how": ENDED_STATES[trial.status]})
+            elif trial.trial_id in recorded:  # a failed trial that --resume runs again (resume_errored) has not ended
+                delete_marker(self.experiment_path, ENDED_FOLDER, trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         write_marker(self.experiment_path, ENDED_FOLDER, trial.trial_id, {"how": "complete"})

@@ -36,6 +36,15 @@ def read_marker(experiment_path: str, folder: str, trial_id: str) -> Optional[di
         return None
 
 
+def delete_marker(experiment_path: str, folder: str, trial_id: str) -> None:
+    """Remove the marker of ``trial_id`` (nothing when there is none)."""
+    fs, _, path = _paths(experiment_path, folder, trial_id)
+    try:
+        fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
 def all_markers(experiment_path: str, folder: str) -> dict[str, dict[str, Any]]:
     """``{trial id: marker}`` of every marker in ``folder`` (empty when the folder does not exist)."""
     import pyarrow.fs

@@ -23,7 +23,10 @@ The launch layer: it imports Ray, and nothing in the core imports it.
   to its child run, so MLflow holds exactly one child run per trial.
 - Resume: the parent run id and the base config's hash live in
   ``<experiment>/galaxy_da_sweep.json``; ``Tuner.restore`` brings back the
-  searcher, the scheduler and every trial; a different base config is refused.
+  searcher and every trial, not the scheduler's state (Ray does not save it:
+  ASHA's rungs and PBT's quantiles start afresh after a resume); a different
+  base config is refused. Completeness comes from the recorded trial endings
+  (:mod:`galaxy_da.sweep.ended`), not from Tune's trial states.
 """
 
 from __future__ import annotations
