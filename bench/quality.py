@@ -32,6 +32,7 @@ pipeline on a tiny dataset in a few minutes (``bench/study.py``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -103,6 +104,24 @@ def normalisation_table(results: list[dict[str, Any]], methods: tuple[str, ...])
                      f"| {d['median']:+.3f} ({d['q1']:+.3f}…{d['q3']:+.3f}) | {d['wins']}/{d['n']} | {d['p']:.3g} "
                      f"| {transfers[0]}/{d['n']} / {transfers[1]}/{d['n']} | {recall(COLUMNS['recall E'])} | {recall(COLUMNS['recall S'])} |")
     return "\n".join(lines)
+
+
+def invocation_timings(previous_json: Path, this: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every invocation's wall time and how many jobs it ran, oldest first: a re-run that only redraws the
+    tables (its jobs all kept) must not replace the measured time of the runs that trained."""
+    previous = json.loads(previous_json.read_text()) if previous_json.is_file() else {}
+    if previous.get("protocol") != PROTOCOL:
+        return [this]
+    kept = previous.get("timings") or [{"command": previous["command"], "wall_seconds": previous["wall_seconds"], "jobs_run": len(previous["results"]),
+                                        "load_average": previous["load_average"], "parent_run_id": previous["parent_run_id"]}]
+    return kept + [this]
+
+
+def timing_text(timings: list[dict[str, Any]]) -> str:
+    """``wall time 53.0 min for 85 jobs (load average 2.07 at the end)``, one clause per invocation that ran jobs."""
+    ran = [t for t in timings if t["jobs_run"]] or timings[-1:]
+    return "; ".join(f"wall time {t['wall_seconds'] / 60:.1f} min for {t['jobs_run']} jobs run by `{t['command']}` "
+                     f"(load average {t['load_average'][0]:.2f} at its end; their MLflow parent run `{t['parent_run_id']}`)" for t in ran)
 
 
 def commands(results: list[dict[str, Any]], order: list[str]) -> str:
@@ -178,6 +197,7 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     done = out.jobs  # finished jobs: an interrupted run continues from here
     if args.fresh:
         done.unlink(missing_ok=True)
+    kept_before = len(done.read_text().splitlines()) if done.is_file() else 0
 
     def jobs(methods: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
         return [make_job(method, seed, {"data.path": str(data), **overrides, **extra}, parent_run_id=parent.run_id, tracking_uri=tracking_uri)
@@ -213,15 +233,17 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     parent.log_metrics({"wall_seconds": wall, "calibration/gap_macro_f1_points": checks["gap_macro_f1_points"]})
     parent.finish()
     job_seconds = sum(r["seconds"] for r in results)
+    timings = invocation_timings(out.json, {"command": command, "wall_seconds": wall, "jobs_run": len(done.read_text().splitlines()) - kept_before,
+                                            "load_average": os.getloadavg(), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                                            "parent_run_id": parent.run_id})
     payload = {"protocol": PROTOCOL, "smoke": args.smoke, "command": command, "wall_seconds": wall, "job_seconds": job_seconds,
-               "load_average": os.getloadavg(), "data": str(data), "manifest_sha256": dataset.manifest_hash,
+               "timings": timings, "load_average": os.getloadavg(), "data": str(data), "manifest_sha256": dataset.manifest_hash,
                "seeds": args.seeds, "more_seeds": args.more_seeds, "best_distance_by_label_free_score": best_distance,
                "key_methods": list(key_methods), "parent_run_id": parent.run_id, "majority": majority, "calibration": checks,
                "results": results, "table_markdown": markdown, "commands": commands(results, order)}
     out.write_json(payload)
-    section = (f"`{command}` ({'smoke, ' if args.smoke else ''}{len(results)} runs; wall time {wall / 60:.1f} min for the jobs "
-               f"this invocation ran, {job_seconds / 60:.1f} job-minutes in all; load average at the end "
-               f"{os.getloadavg()[0]:.2f}; MLflow parent run `{parent.run_id}`; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
+    section = (f"`{command}` ({'smoke, ' if args.smoke else ''}{len(results)} runs, {job_seconds / 60:.1f} job-minutes; "
+               f"{timing_text(timings)}; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
                f"{markdown}\n\nInput normalisation, the same seeds under both:\n\n{normalisation_table(results, key_methods)}\n\n"
                f"Calibration: source-only {checks['gap_macro_f1_points']:.1f} macro-F1 points below the "
                f"target-oracle (goal ≥ 15: {'met' if checks['gap_ok'] else 'missed'}); in-domain accuracy source-only "
