@@ -168,12 +168,17 @@ def population_row(parent_run_id: str, tracking_uri: str, study_seed: int, seeds
     report = build_report(parent_run_id, tracking_uri)
     column = score_column(report.sort_rule)
     rows = {row["run_id"]: row for row in report.rows}
+    schedules = member_schedules(client, runs)
     members = []
     for run in runs:
         row, params = rows.get(run.info.run_id, {}), run.data.params
+        best_epoch = int(run.data.metrics.get("best/epoch", -1))
         members.append({
             "run_id": run.info.run_id, "member": run.data.tags.get(TRIAL_TAG), "seed": int(params["seed"]),  # params: the member at its start
             "knobs_in_force": {path: config_in_force(params).get(path) for path in mutations},
+            # the knobs of the epoch its chosen checkpoint (best.pt) was trained in: may predate its last copy
+            "best_epoch": best_epoch, "knobs_at_best": {knob: dict(points).get(best_epoch)
+                                                        for knob, points in schedules.get(run.data.tags.get(TRIAL_TAG, run.info.run_id[:8]), {}).items()},
             "label_free": row.get(column, math.nan), "f1": row.get(ORACLE_COLUMN, math.nan), "epochs_trained": epochs_trained(client, run.info.run_id),
         })
     if sorted(m["seed"] for m in members) != sorted(seeds):
@@ -191,7 +196,7 @@ def population_row(parent_run_id: str, tracking_uri: str, study_seed: int, seeds
         "seed": study_seed, "training_seeds": seeds, "parent_run_id": parent_run_id, "rule": column, "chosen_run": chosen["run_id"],
         "chosen_member": chosen["member"], "label_free": chosen["label_free"], "f1": chosen["f1"], "members": members,
         "trial_epochs": sum(m["epochs_trained"] for m in members), "copies": events, "explored_outside_space": strays,
-        "schedules": member_schedules(client, runs),
+        "schedules": schedules,
     }
 
 
