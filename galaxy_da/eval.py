@@ -40,6 +40,7 @@ from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig, validate
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ShardDataset
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.inference import predict, resolve_device
 from galaxy_da.metrics import (
     class_centroid_distances,
@@ -148,7 +149,7 @@ class Evaluation:
 
     @property
     def title(self) -> str:
-        return f"{self.run.run_name} ({self.run.checkpoint}.pt, epoch {self.run.checkpoint_epoch})"
+        return f"{self.run.run_name} ({self.run.checkpoint}.pt, epoch {shown(self.run.checkpoint_epoch)})"  # numbered from 1
 
 
 def predict_splits(run: LoadedRun, dataset: ShardDataset, device: str = "auto", prefixes: Iterable[str] = PREDICTED_SPLITS) -> dict[str, Predictions]:
@@ -331,6 +332,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify-hashes", action="store_true", help="do not check each shard's sha256 against the manifest")
 
 
+def closing_lines(args: argparse.Namespace) -> list[str]:
+    """Where the evaluation went (the run's ``eval/`` metrics and ``eval/plots/`` artifacts), then the next command."""
+    from galaxy_da.tracking import default_tracking_uri, mlflow_client, ui_command
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    lines = [f"metrics also written to {args.json}"] if args.json else []
+    if args.no_log:
+        return lines + ["metrics and plots were not logged to the run (--no-log)",
+                        "next: evaluate again without --no-log to keep them in the run"]
+    lines.append(f"logged to run {args.run_id} in {tracking_uri}: metrics eval/*, eval/summary.txt and eval/metrics.json; "
+                 "the plots are the run's artifacts under eval/plots/")
+    look = f"{ui_command(tracking_uri)}   (run {args.run_id}, Artifacts: eval/plots/)"
+    parent = mlflow_client(tracking_uri).get_run(args.run_id).data.tags.get("mlflow.parentRunId")
+    if not parent:
+        return lines + [f"next: {look}"]
+    uri_flag = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+    return lines + [f"look at the plots: {look}", f"next: galaxy-da report --sweep {parent}{uri_flag}   (every trial of its sweep, side by side)"]
+
+
 def run(args: argparse.Namespace) -> int:
     """``galaxy-da eval`` / ``python -m galaxy_da.eval``."""
     logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -341,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(strict_json.dumps(metrics, indent=1))
+    print("\n".join(closing_lines(args)))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 from matplotlib.figure import Figure
 
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.eval import LABELLED_SPLITS, SPLIT_TITLES, Evaluation
 from galaxy_da.metrics import confusion_matrix
 
@@ -67,7 +68,7 @@ def _history(evaluation: Evaluation) -> Figure:
     run = evaluation.run
     return plot_history(
         run.history, f"{run.run_name}: training history", marked_epoch=run.checkpoint_epoch,
-        marked_label=f"{run.checkpoint}.pt (epoch {run.checkpoint_epoch})",
+        marked_label=f"{run.checkpoint}.pt (epoch {shown(run.checkpoint_epoch)})",
     )
 
 

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 
 from galaxy_da.domain_metrics import l2_normalise, subsample
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.metrics import reliability_bins
 
 DOMAIN_COLOURS = {"source": "tab:blue", "target": "tab:orange"}
@@ -274,8 +275,10 @@ def plot_history(history: list[dict], title: str, marked_epoch: Optional[int] = 
     score), ``schedule/*``, ``align/*``. A metric missing at some epoch is a
     gap in its curve. ``marked_epoch`` draws a dashed line in every panel
     (the checkpoint being evaluated, e.g. ``best.pt``), labelled ``marked_label``.
+    Epochs are 0-based indices here and drawn numbered from 1, as every epoch a
+    person reads (:mod:`galaxy_da.epoch_numbers`).
     """
-    epochs = np.array([record.get("epoch", index) for index, record in enumerate(history)])
+    epochs = np.array([shown(record.get("epoch", index)) for index, record in enumerate(history)])
     keys = sorted({key for record in history for key in record if key != "epoch"})
     panels = [(name, [key for key in keys if belongs(key)], scale) for name, belongs, scale in HISTORY_PANELS]
     panels = [panel for panel in panels if panel[1]] or [("no metrics logged", [], "linear")]
@@ -286,8 +289,8 @@ def plot_history(history: list[dict], title: str, marked_epoch: Optional[int] = 
             values = np.array([record.get(key, np.nan) for record in history], dtype=np.float64)
             ax.plot(epochs, values, marker="o", markersize=3, label=key)
         if marked_epoch is not None:
-            ax.axvline(marked_epoch, color="black", linestyle="--", linewidth=1, label=marked_label or f"epoch {marked_epoch}")
-        ax.set(xlabel="epoch", title=name, yscale=scale)
+            ax.axvline(shown(marked_epoch), color="black", linestyle="--", linewidth=1, label=marked_label or f"epoch {shown(marked_epoch)}")
+        ax.set(xlabel="epoch (from 1)", title=name, yscale=scale)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if scale == "log":
             span_a_decade(ax)

@@ -5,7 +5,9 @@ Every child run of the parent is evaluated with :func:`galaxy_da.eval.evaluate_r
 the parent run receives, under ``report/``:
 
 - ``leaderboard.md`` / ``leaderboard.csv``: one row per child run (run, name,
-  backbone, method, top-k, schedule, seed), its label-free selection scores per
+  which pick it is: the sweep's own pick, its training-time best (parent tag
+  ``best_run_id``), and the full-split pick, the first row; backbone, method,
+  top-k, schedule, seed), its label-free selection scores per
   rule on the full splits (columns ``<rule> (full splits)``: the sweep's own
   leaderboard holds training-time scores, possibly on a subsample), the ORACLE target test macro-F1 and target acc / balanced acc, source val acc;
   rows sorted by the sweep's own label-free selection rule;
@@ -15,6 +17,10 @@ the parent run receives, under ``report/``:
 - ``score_vs_oracle.png``: each rule's score against the oracle macro-F1;
 - metrics ``report/regret/<rule>``: ``max_r F1(r) - F1(argmax_r score_rule(r))``,
   the target macro-F1 lost by selecting with that rule instead of the oracle (>= 0).
+
+The command prints one line per child run as it is evaluated (``--show-evaluations``:
+each run's whole evaluation table instead), the report, where it was saved and
+the next command.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from scipy import stats
@@ -41,6 +47,8 @@ from galaxy_da.tracking import TRACKING_URI_HELP
 TAG_COLUMNS = ("backbone", "method", "topk", "schedule", "seed")
 GROUP_TAG = "config_hash_noseed"
 ORACLE_COLUMN = f"{ORACLE}: tgt_test macro_f1"
+PICK_COLUMN = "pick"
+SWEEP_PICK, FULL_SPLIT_PICK = "sweep's pick", "full-split pick"
 
 
 def score_column(rule: str) -> str:
@@ -71,6 +79,7 @@ class SweepReport:
     sort_rule: str
     skipped: dict[str, str]  # child run id -> why it has no evaluation
     baseline: dict[str, float]  # majority-class predictor on target test
+    sweep_pick: Optional[str] = None  # the sweep's own best run (parent tag best_run_id), if it finished
 
 
 # --------------------------------------------------------------------------- statistics
@@ -120,11 +129,37 @@ def seed_groups(rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]]
 # --------------------------------------------------------------------------- collecting
 
 
-def evaluated_metrics(client, run, tracking_uri: str, force: bool) -> dict[str, float]:
-    """The child run's ``eval/`` metrics: read back if present (and not ``force``), else computed and logged."""
+def evaluated_metrics(run, tracking_uri: str, force: bool, echo: bool = False) -> dict[str, float]:
+    """The child run's ``eval/`` metrics: read back if present (and not ``force``), else computed and logged
+    (``echo``: printing the run's evaluation table)."""
     if not force and EVAL_METRIC in run.data.metrics:
         return {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
-    return evaluate_run(run.info.run_id, tracking_uri=tracking_uri, log=True)
+    return evaluate_run(run.info.run_id, tracking_uri=tracking_uri, log=True, echo=echo)
+
+
+def evaluate_children(children: list, tracking_uri: str, force: bool, echo: bool, progress: Callable[[str], None]):
+    """Each child run's evaluation (``metrics``), or why it has none (``skipped``); ``progress`` gets one line per run."""
+    metrics, skipped = {}, {}
+    for index, run in enumerate(children, 1):
+        run_id, label = run.info.run_id, f"[{index}/{len(children)}] {run.info.run_name or run.info.run_id[:8]}"
+        reused = not force and EVAL_METRIC in run.data.metrics
+        try:
+            metrics[run_id] = evaluated_metrics(run, tracking_uri, force, echo)
+        except LookupError as exc:  # a failed or pruned trial without a checkpoint
+            skipped[run_id] = str(exc)
+            progress(f"{label}: no evaluation: {exc}")
+            continue
+        how = "evaluated before" if reused else "evaluated"
+        progress(f"{label}: {how}; target test macro-F1 {metrics[run_id].get(EVAL_METRIC, math.nan):.4f} (ORACLE)")
+    return metrics, skipped
+
+
+def mark_picks(rows: list[dict[str, Any]], sweep_pick: Optional[str], sort_column: str) -> None:
+    """Fill each row's :data:`PICK_COLUMN`: the sweep's own pick, and the full-split pick (the first row, if scored)."""
+    full_split_pick = rows[0]["run_id"] if rows and math.isfinite(rows[0][sort_column]) else None
+    for row in rows:
+        picks = [label for label, run_id in ((SWEEP_PICK, sweep_pick), (FULL_SPLIT_PICK, full_split_pick)) if run_id == row["run_id"]]
+        row[PICK_COLUMN] = " + ".join(picks)
 
 
 def leaderboard_row(run, metrics: dict[str, float]) -> dict[str, Any]:
@@ -138,8 +173,12 @@ def leaderboard_row(run, metrics: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: bool = False) -> SweepReport:
-    """Evaluate every child run of ``parent_run_id`` and assemble leaderboard, groups and regrets."""
+def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: bool = False, echo: bool = False,
+                 progress: Callable[[str], None] = lambda line: None) -> SweepReport:
+    """Evaluate every child run of ``parent_run_id`` and assemble leaderboard, groups and regrets.
+
+    ``progress`` receives one line per child run; ``echo`` prints each new evaluation's whole table.
+    """
     from mlflow.exceptions import MlflowException
 
     from galaxy_da.sweep.leaderboard import child_runs
@@ -154,21 +193,17 @@ def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: 
     children = child_runs(client, parent.info.experiment_id, parent_run_id)
     if not children:
         raise LookupError(f"run {parent_run_id!r} has no child runs (tag mlflow.parentRunId); is it a sweep's parent run?")
-    rows, metrics, skipped = [], {}, {}
-    for run in children:
-        try:
-            metrics[run.info.run_id] = evaluated_metrics(client, run, tracking_uri, force)
-        except LookupError as exc:  # a failed or pruned trial without a checkpoint
-            skipped[run.info.run_id] = str(exc)
-            continue
-        rows.append(leaderboard_row(run, metrics[run.info.run_id]))
+    metrics, skipped = evaluate_children(children, tracking_uri, force, echo, progress)
+    rows = [leaderboard_row(run, metrics[run.info.run_id]) for run in children if run.info.run_id in metrics]
     sort_rule = children[0].data.tags.get("selection_rule", "src_val")
     sort_column = score_column(sort_rule)
     rows.sort(key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
+    sweep_pick = parent.data.tags.get("best_run_id")
+    mark_picks(rows, sweep_pick, sort_column)
     regret = {rule: selection_regret(rows, score_column(rule)) for rule in SELECTION_RULES}
     first = next(iter(metrics.values()), {})
     baseline = {key: first.get(key, math.nan) for key in BASELINE_METRICS}
-    return SweepReport(parent_run_id, rows, seed_groups(rows, metrics), regret, sort_rule, skipped, baseline)
+    return SweepReport(parent_run_id, rows, seed_groups(rows, metrics), regret, sort_rule, skipped, baseline, sweep_pick)
 
 
 # --------------------------------------------------------------------------- writing
@@ -195,7 +230,29 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def leaderboard_columns() -> list[str]:
-    return ["run_id", "run_name", *TAG_COLUMNS, *METRIC_COLUMNS]
+    return ["run_id", "run_name", PICK_COLUMN, *TAG_COLUMNS, *METRIC_COLUMNS]
+
+
+def picks_sentence(report: SweepReport) -> str:
+    """How the sweep's own pick and the full-split pick compare, in a sentence."""
+    rule = f"`{report.sort_rule}`"
+    marked = {pick: row for row in report.rows for pick in row[PICK_COLUMN].split(" + ") if pick}
+    sweep, full = marked.get(SWEEP_PICK), marked.get(FULL_SPLIT_PICK)
+
+    def name(row: dict[str, Any]) -> str:
+        return f"`{row['run_name']}` ({row['run_id'][:8]})"
+
+    if report.sweep_pick is None:
+        return "The parent run has no `best_run_id` tag (a sweep sets it when every trial has ended): only the full-split pick is marked."
+    if sweep is None:
+        return f"The sweep's pick, run {report.sweep_pick}, has no evaluation (see the end of this report): only the full-split pick is marked."
+    if full is None:
+        return f"No run has a finite {rule} score on the full splits: only the sweep's pick, {name(sweep)}, is marked."
+    if sweep is full:
+        return f"The sweep's pick (its best {rule} at training time) is also the full-split pick: {name(sweep)}."
+    return (f"The sweep's pick and the full-split pick differ: the sweep chose {name(sweep)} by its training-time {rule} "
+            f"(on what its `scored_on` tag names, possibly a subsample); on the full splits {rule} ranks {name(full)} first. "
+            f"ORACLE target test macro-F1: {sweep[ORACLE_COLUMN]:.4f} for the sweep's pick, {full[ORACLE_COLUMN]:.4f} for the full-split pick.")
 
 
 def to_markdown(report: SweepReport) -> str:
@@ -212,6 +269,7 @@ def to_markdown(report: SweepReport) -> str:
         f"Majority-class predictor on target test: {baseline}.",
         "## Leaderboard",
         markdown_table(report.rows, leaderboard_columns()),
+        picks_sentence(report),
         "## Regret of each label-free rule",
         "regret = oracle macro-F1 of the best run - oracle macro-F1 of the run the rule picks (0 = the rule picks the best run).",
         markdown_table(regret_rows, ["rule", "regret (oracle macro-F1 lost)"]),
@@ -258,13 +316,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", required=True, metavar="PARENT_RUN_ID", help="the sweep's parent MLflow run")
     parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     parser.add_argument("--force", action="store_true", help="re-evaluate child runs that already hold eval/ metrics")
+    parser.add_argument("--show-evaluations", action="store_true",
+                        help="print each newly evaluated run's whole evaluation table (default: one line per run)")
+
+
+def closing_lines(report: SweepReport, tracking_uri: str) -> list[str]:
+    """Where the report was saved (the parent run's ``report/`` artifacts), then the next command."""
+    from galaxy_da.tracking import ui_command
+
+    return [
+        f"saved to the sweep's parent run {report.parent_run_id} under report/ (leaderboard.md, leaderboard.csv, groups.csv, "
+        "score_vs_oracle.png) with metrics report/regret/<rule>",
+        f"next: {ui_command(tracking_uri)}   (parent run {report.parent_run_id}, Artifacts: report/)",
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
     """``galaxy-da report`` / ``python -m galaxy_da.report``."""
-    report = build_report(args.sweep, args.tracking_uri, force=args.force)
-    log_report(report, args.tracking_uri)
-    print(to_markdown(report))
+    from galaxy_da.tracking import default_tracking_uri
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    report = build_report(args.sweep, tracking_uri, force=args.force, echo=args.show_evaluations, progress=lambda line: print(line, flush=True))
+    log_report(report, tracking_uri)
+    print("\n" + to_markdown(report))
+    print("\n".join(closing_lines(report, tracking_uri)))
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from galaxy_da.config import TrialConfig
 from galaxy_da.data.reader import ShardDataset
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.selection import RULE_READS
 from galaxy_da.tracking import SCORED_ON_TAG
 from galaxy_da.train import Trainer, TrainResult
@@ -44,9 +45,13 @@ class TrialOutcome:
     checkpoint_dir: Path
 
 
-def format_record(record: dict[str, Any], rule: str) -> str:
-    """One progress line per epoch; scored epochs also show source-val metrics and the selection score."""
-    line = f"epoch {record['epoch']:>3}  loss {record['train/loss']:.4f}"
+def format_record(record: dict[str, Any], cfg: TrialConfig) -> str:
+    """One progress line per epoch, numbered from 1 (:mod:`galaxy_da.epoch_numbers`): ``epoch 2/3``, warm-up
+    epochs marked; scored epochs also show source-val metrics and the selection score."""
+    epochs, rule = cfg.optim.epochs, cfg.selection.rule
+    line = f"epoch {shown(record['epoch']):>{len(str(epochs))}}/{epochs}"
+    line += "  warm-up" if record["epoch"] < cfg.optim.warmup_epochs else ""
+    line += f"  loss {record['train/loss']:.4f}"
     if "src_val/acc" in record:
         line += f"  src_val acc {record['src_val/acc']:.3f} f1 {record['src_val/macro_f1']:.3f}"
     if f"select/{rule}" in record:
@@ -189,7 +194,7 @@ def run_trial(
     try:
         for record in trial.epochs():
             if progress:
-                print(format_record(record, cfg.selection.rule), flush=True)
+                print(format_record(record, cfg), flush=True)
             if extra_report is not None:
                 extra_report(record, trainer)
     except BaseException as error:

@@ -42,6 +42,8 @@ def test_eval_module_logs_metrics_and_plots_back_to_the_run(trained_run, store, 
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "target test" in done.stdout and "ORACLE" in done.stdout
+    assert f"logged to run {trained_run} in {store}" in done.stdout and "eval/plots/" in done.stdout  # where the plots went
+    assert done.stdout.strip().splitlines()[-1].startswith("next: ")
 
     from mlflow.tracking import MlflowClient
 

@@ -107,6 +107,7 @@ def test_an_interrupted_sweep_says_so_and_resume_runs_exactly_what_never_ended(m
     second = subprocess.run([sys.executable, str(ROOT / "sweeps" / "topk.py"), *flags, "--resume"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert "Failed to fetch metrics" not in second.stdout + second.stderr  # trials that never reported: resumed, not warned about
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["complete"] and summary["parent_run_id"] == interrupted["parent_run_id"]
     assert parent_status(db, summary["parent_run_id"]) == "FINISHED"
@@ -236,5 +237,10 @@ def test_the_smoke_test_resumes_reruns_and_separates_its_trials(tmp_path):
     )
     assert second.returncode == 0 and "Traceback" not in second.stderr, (second.stdout + second.stderr)[-4000:]
     assert f"replacing the previous smoke sweep in {tmp_path / 'ray_results' / 'topk-smoke'}" in second.stdout
-    assert json.loads(second.stdout.strip().splitlines()[-1])["parent_run_id"] != summary["parent_run_id"]
+    replacement = json.loads(second.stdout.strip().splitlines()[-1])["parent_run_id"]
+    assert replacement != summary["parent_run_id"]
+    replaced = client.get_run(summary["parent_run_id"])  # renamed, so "parent run 'sweep-topk-smoke'" names one run
+    assert replaced.info.run_name.startswith("sweep-topk-smoke (replaced ") and replaced.data.tags["replaced"] == "true"
+    named = client.search_runs([parent.info.experiment_id], "attributes.run_name = 'sweep-topk-smoke'")
+    assert [run.info.run_id for run in named] == [replacement]
     assert len(list((tmp_path / "ray_results" / "topk-smoke").glob("trial_*"))) == 1

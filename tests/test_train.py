@@ -135,7 +135,13 @@ def test_cli_train_logs_a_complete_mlflow_run(toy_dataset_odd, tmp_path):
                f"data.path={toy_dataset_odd}", "optim.epochs=2", "data.max_source=64", "--tracking-uri", uri]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    run_id = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+    lines = done.stdout.strip().splitlines()
+    run_id = next(json.loads(line) for line in lines if line.startswith("{"))["run_id"]  # the JSON line for scripts
+    # epochs numbered from 1 on screen (galaxy_da.epoch_numbers); where the run went; the next command last
+    assert lines[0].startswith("epoch 1/2  warm-up") and lines[1].startswith("epoch 2/2  loss")
+    assert "best src_val" in lines[2] and lines[2].endswith("at epoch 2") and lines[3].startswith("epoch 1 was warm-up")
+    assert lines[4] == f"logged to MLflow: run {run_id}, experiment 'smoke', store {uri}"
+    assert lines[-1].startswith(f"next: python -m galaxy_da.eval --run-id {run_id} --tracking-uri {uri}")
 
     from mlflow.tracking import MlflowClient
 

@@ -1,11 +1,22 @@
-"""``galaxy-da train``: train one trial and log it to MLflow."""
+"""``galaxy-da train``: train one trial and log it to MLflow.
+
+One progress line per epoch, then what came of it: the best epoch (epochs
+numbered from 1, :mod:`galaxy_da.epoch_numbers`) and which epochs were warm-up,
+where the run was logged (store, experiment, run id), a JSON line for scripts,
+and the next command to run.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from galaxy_da.tracking import TRACKING_URI_HELP
+
+if TYPE_CHECKING:
+    from galaxy_da.config import TrialConfig
+    from galaxy_da.trial import TrialOutcome
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +28,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
 
 
-def run(args: argparse.Namespace) -> int:
+def closing_lines(cfg: "TrialConfig", outcome: "TrialOutcome", tracked: bool, checkpoint_dir: Optional[Path] = None) -> list[str]:
+    """What ``galaxy-da train`` prints after its last epoch, ending with the next command to run."""
     from galaxy_da import strict_json
+    from galaxy_da.epoch_numbers import shown, warmup_note
+    from galaxy_da.tracking import default_tracking_uri
+
+    rule, epochs = cfg.selection.rule, cfg.optim.epochs
+    trained = f"trained {len(outcome.history)} of {epochs} epochs"
+    if outcome.best_epoch is None:
+        lines = [f"{trained}; no epoch was scored, so there is no best checkpoint"]
+    else:
+        lines = [f"{trained}; best {rule} {outcome.best_score:.4f} at epoch {shown(outcome.best_epoch)}"]
+    warmup = warmup_note(cfg.optim.warmup_epochs)
+    if warmup:
+        lines.append(warmup)
+    if tracked:
+        store = cfg.tracking.tracking_uri or default_tracking_uri()
+        lines.append(f"logged to MLflow: run {outcome.run_id}, experiment {cfg.tracking.experiment!r}, store {store}")
+    else:
+        lines.append("not logged to MLflow (--no-track)" + (f"; checkpoints in {checkpoint_dir}" if checkpoint_dir else ""))
+    lines.append(strict_json.dumps({"run_id": outcome.run_id, "best_epoch_index": outcome.best_epoch, "best_score": outcome.best_score}))
+    if tracked:
+        uri_flag = f" --tracking-uri {cfg.tracking.tracking_uri}" if cfg.tracking.tracking_uri else ""
+        lines.append(f"next: python -m galaxy_da.eval --run-id {outcome.run_id}{uri_flag}   (target-domain metrics and plots, logged back to the run)")
+    else:
+        lines.append("next: train again without --no-track to log a run that python -m galaxy_da.eval can evaluate")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
     from galaxy_da.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before torch is imported: a config error comes back at once
@@ -27,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
     from galaxy_da.trial import run_trial
 
     result = run_trial(cfg, track=not args.no_track, checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=True)
-    print(strict_json.dumps({"run_id": result.run_id, "best_epoch": result.best_epoch, "best_score": result.best_score}))
+    print("\n".join(closing_lines(cfg, result, tracked=not args.no_track, checkpoint_dir=args.checkpoint_dir)))
     return 0

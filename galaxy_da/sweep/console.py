@@ -11,19 +11,24 @@ and :class:`TrialProgress` prints instead::
     [1/3] laplacian+topk·k5·linear-0-0.5  started
     [1/3] laplacian+topk·k5·linear-0-0.5  epoch 1/3  select/src_val 0.5123
     [2/3] topk_ot·k20·sigmoid-0-1         stopped by asha after epoch 2 of 3; best select/src_val 0.4102
-    [1/3] laplacian+topk·k5·linear-0-0.5  finished; best select/src_val 0.5812 (epoch 2)
+    [1/3] laplacian+topk·k5·linear-0-0.5  finished; best select/src_val 0.5812 (epoch 3)
     [3/3] sinkhorn+topk·k1·constant-0.1   FAILED: DatasetError: ... (traceback: <trial folder>/error.txt)
 
-A failed trial's traceback stays in its Ray trial folder; its MLflow run is FAILED.
+Epochs are numbered from 1 (:mod:`galaxy_da.epoch_numbers`): ``epoch 2/3`` is the
+second of three, and the best epoch is shown the same way (its ``best/epoch``
+metric holds the 0-based index). A failed trial's traceback stays in its Ray
+trial folder; its MLflow run is FAILED.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from ray import tune
 
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.sweep.naming import trial_run_name
 from galaxy_da.sweep.space import Space
 from galaxy_da.sweep.stops import announced_stop
@@ -37,6 +42,24 @@ QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",  # a snapshot per epoch is what tiny trials do
 }
+
+
+# Tune's ExperimentAnalysis warns "Failed to fetch metrics for N trial(s): ... both result.json and progress.csv
+# were not found" for every trial without a result file. After an interrupted sweep those are the trials that
+# never reported an epoch; --resume runs them and TrialProgress says so, so the three lines only alarm.
+RAY_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+MISSING_RESULTS = "were not found at"
+
+
+class MissingResultsFilter(logging.Filter):
+    """Drops Tune's "Failed to fetch metrics" warning when every trial it names has no result file yet; keeps any other failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        headline, *failures = record.getMessage().splitlines()
+        return not (headline.startswith("Failed to fetch metrics") and failures and all(MISSING_RESULTS in line for line in failures))
+
+
+logging.getLogger(RAY_ANALYSIS_LOGGER).addFilter(MissingResultsFilter())  # installed once, when the sweep's console is imported
 
 
 def error_summary(trial) -> str:
@@ -73,7 +96,9 @@ class TrialProgress(tune.Callback):
         if stopped_by is not None:
             self._say(trial, f"stopped by {stopped_by} after epoch {done} of {self.epochs}; best {self.metric} {best:.4f}")
         else:
-            self._say(trial, f"finished; best {self.metric} {best:.4f} (epoch {result.get('best/epoch', '?')})")
+            best_epoch = result.get("best/epoch")
+            at = f"epoch {shown(int(best_epoch))}" if best_epoch is not None and best_epoch >= 0 else "no scored epoch"
+            self._say(trial, f"finished; best {self.metric} {best:.4f} ({at})")
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._say(trial, f"failed, retrying: {error_summary(trial)}")

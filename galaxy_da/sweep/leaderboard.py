@@ -3,7 +3,8 @@
 Reading MLflow (not Ray's result objects) makes the leaderboard identical after a
 resume, and for trials ASHA stopped early. One row per child run: its Ray trial
 id, the MLflow run id and name (what the trial varied), status, the varied values
-(tags ``sweep.<path>``), the epochs trained, the best epoch and its label-free
+(tags ``sweep.<path>``), the epochs trained, the best epoch (0-based in the rows and
+the CSV, numbered from 1 in the markdown: :mod:`galaxy_da.epoch_numbers`) and its label-free
 score (``best/epoch``, ``best/score``: the selection rule's running best over
 post-warm-up epochs), and what that score was computed on (tag ``scored_on``: the
 training-time source-val and target-adapt samples, which ``data.max_source`` /
@@ -21,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from galaxy_da.epoch_numbers import shown
 from galaxy_da.tracking import EPOCH_METRIC, SCORED_ON_TAG
 
 TRIAL_TAG = "ray_trial_id"
@@ -71,14 +73,17 @@ def to_markdown(rows: list[dict[str, Any]], rule: str) -> str:
         return "_no trials_\n"
     header = [f"best {rule} (training)" if c == "score" else c.replace("_", " ") for c in MARKDOWN_COLUMNS]
 
-    def cell(value: Any) -> str:
+    def cell(column: str, value: Any) -> str:
+        if column == "best_epoch":  # the 0-based best/epoch (-1: none scored), numbered from 1 like every epoch on screen
+            return "" if value is None or value < 0 else str(shown(value))
         return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
     lines = ["| rank | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    lines += [f"| {rank} | " + " | ".join(cell(row[c]) for c in MARKDOWN_COLUMNS) + " |" for rank, row in enumerate(rows, 1)]
+    lines += [f"| {rank} | " + " | ".join(cell(c, row[c]) for c in MARKDOWN_COLUMNS) + " |" for rank, row in enumerate(rows, 1)]
+    lines += ["", "best epoch: numbered from 1 (best epoch 3 is the third epoch trained, MLflow step 2)."]
     samples = sorted({row[SCORED_ON_TAG] for row in rows if row[SCORED_ON_TAG]})
     if samples:
-        lines += ["", f"best {rule} (training): the rule on what each trial scored its epochs on, {'; '.join(samples)}."]
+        lines += [f"best {rule} (training): the rule on what each trial scored its epochs on, {'; '.join(samples)}."]
     return "\n".join(lines) + "\n"
 
 

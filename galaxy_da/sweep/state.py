@@ -17,7 +17,7 @@ from galaxy_da.config import TrialConfig, config_to_yaml
 from galaxy_da.sweep.leaderboard import leaderboard, plot_sweep_scores, to_markdown, write_csv
 from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS
 from galaxy_da.sweep.settings import SweepSettings
-from galaxy_da.tracking import ensure_experiment
+from galaxy_da.tracking import default_tracking_uri, ensure_experiment
 
 SWEEP_STATE_FILE = "galaxy_da_sweep.json"
 
@@ -74,14 +74,36 @@ def discard_smoke_sweep(settings: SweepSettings) -> Optional[str]:
 
     Only a folder whose state file says it holds a smoke sweep is deleted; any
     other sweep of that name is left for :func:`~galaxy_da.sweep.tuner.run_sweep`
-    to refuse. Its MLflow runs stay in the store. Returns the old parent run id.
+    to refuse. Its MLflow runs stay in the store; the old parent run is renamed
+    ``<name> (replaced <UTC time>)`` and tagged ``replaced=true``, so the new
+    parent run is the only one of its name. Returns the old parent run id.
     """
     state = read_sweep_state(settings)
     if state is None or not state.get("smoke"):
         return None
+    mark_replaced(state)
     fs, root = _state_fs(settings)
     fs.delete_dir(root)
     return state["parent_run_id"]
+
+
+def mark_replaced(state: dict[str, Any]) -> None:
+    """Rename and tag a replaced smoke sweep's parent run in the store its state names (a run already gone is left)."""
+    from datetime import datetime, timezone
+
+    from mlflow.exceptions import MlflowException
+
+    from galaxy_da.tracking import mlflow_client
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    client = mlflow_client(state.get("tracking_uri") or default_tracking_uri())
+    try:
+        name = client.get_run(state["parent_run_id"]).info.run_name
+    except MlflowException:  # the store was emptied since: nothing to rename
+        return
+    client.update_run(state["parent_run_id"], name=f"{name} (replaced {when})")
+    client.set_tag(state["parent_run_id"], "replaced", "true")
+    client.set_tag(state["parent_run_id"], "replaced_at", when)
 
 
 def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri: str, resume: bool, base_hash: str) -> str:
