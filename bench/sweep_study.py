@@ -159,7 +159,8 @@ def choose_baseline(args: argparse.Namespace, out: Outputs) -> tuple[str, str, s
     if args.smoke and not (path.is_file() and json.loads(path.read_text()).get("protocol") == QUALITY_PROTOCOL):
         return SMOKE_BASELINE, f"smoke default (no protocol-{QUALITY_PROTOCOL} {path.name} in --out)", set()
     recipe, seeds = best_untuned_recipe(path, 1 if args.smoke else MIN_QUALITY_SEEDS)
-    return recipe, f"best median target macro-F1 of {path}", seeds
+    shown = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+    return recipe, f"best median target macro-F1 of {shown}", seeds
 
 
 def check_fresh_seeds(fresh: list[int], choosing: dict[str, set[int]]) -> None:
