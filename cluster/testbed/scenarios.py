@@ -5,7 +5,9 @@ environment file on the launching host (the head), and the smoke dataset
 rendered straight into S3 (``galaxy-da synth --out s3://...``). On it:
 
 - :func:`ray_up` / :func:`ray_down`: ``cluster/local.yaml`` with the bed's
-  addresses filled in (nothing else of the file changes), run from the head;
+  addresses filled in and the checkout sent to every host by Ray's file sync with
+  ``cluster/gpu.yaml``'s excludes (:func:`bed_cluster_config`), run from the head;
+  every host must then import the whole package from its copy;
 - :func:`submit`: ``ray submit ... sweeps/topk.py -- ...``, as a user types it;
 - :func:`progress`, :func:`audit`: the sweep as the tracking server holds it,
   asked from the head over the bed's network;
@@ -22,18 +24,20 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import yaml
 
 from cluster.testbed.bed import TestBed
-from cluster.testbed.host import BASE_ENV, Host
+from cluster.testbed.host import BASE_ENV, HOME, Host
 from cluster.testbed.services import BUCKET, Secrets, Services, node_env
 
 SWEEP = "sweeps/topk.py"
 DATA = f"s3://{BUCKET}/smoke"
 STORAGE = f"s3://{BUCKET}/ray_results"
 CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
+SYNCED_CODE = "~/galaxy-da"  # where Ray's file sync puts the checkout on each host, as cluster/gpu.yaml does
 ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
 # Tiny trials (the smoke config, 4 steps an epoch) of 3 epochs, so that a fault lands mid-trial, 4 at a time.
 # The full sweep has 8 trials; the fault and SLURM sweeps 4 (the cluster test must fit 12 minutes on 2 cores).
@@ -90,12 +94,42 @@ def write_env_file(stack: Stack) -> None:
 # --------------------------------------------------------------------------- ray up / submit / down
 
 
+def bed_cluster_config(code: Path, head_ip: str, worker_ips: list[str]) -> dict:
+    """``cluster/local.yaml`` with the bed's addresses, and the checkout copied to every host as a cloud cluster copies it.
+
+    As in ``cluster/gpu.yaml``: ``file_mounts`` sends the checkout to ``~/galaxy-da``
+    on each host through Ray's rsync, with ``gpu.yaml``'s ``rsync_exclude`` (read
+    from that file: one list for both). Each host's login shell then imports
+    ``galaxy_da`` from that copy (``PYTHONPATH``) and runs there; only the venv stays
+    the shared one (the hosts cannot install packages). A package folder that the
+    excludes drop fails ``import`` on every host, as it would on the cloud.
+    """
+    config = yaml.safe_load((code / "cluster" / "local.yaml").read_text())
+    config["provider"].update(head_ip=head_ip, worker_ips=list(worker_ips))
+    config["file_mounts"][SYNCED_CODE] = str(code)
+    config["rsync_exclude"] = yaml.safe_load((code / "cluster" / "gpu.yaml").read_text())["rsync_exclude"]
+    config["setup_commands"].append(
+        "grep -q 'galaxy-da synced code' ~/.bashrc || printf '%s\\n' '# galaxy-da synced code' "
+        "'export PYTHONPATH=\"$HOME/galaxy-da\"' 'cd \"$HOME/galaxy-da\"' >> ~/.bashrc"
+    )
+    return config
+
+
 def write_cluster_yaml(stack: Stack, workers: list[Host]) -> str:
-    """``cluster/local.yaml`` with the bed's head and workers; its path on the head."""
-    config = yaml.safe_load((stack.bed.code / "cluster" / "local.yaml").read_text())
-    config["provider"].update(head_ip=stack.head.address, worker_ips=[w.address for w in workers])
+    """:func:`bed_cluster_config` for the bed's head and ``workers``; its path on the head."""
+    config = bed_cluster_config(stack.bed.code, stack.head.address, [w.address for w in workers])
     (stack.head.root / "tmp" / CLUSTER_YAML.removeprefix("/tmp/")).write_text(yaml.safe_dump(config))
     return CLUSTER_YAML
+
+
+def check_synced_code(stack: Stack, hosts: list[Host]) -> None:
+    """Every host's login shell imports the whole package (``galaxy_da.data`` included) from its synced copy."""
+    probe = "import galaxy_da.data, galaxy_da.sweep.trainable as m; print(m.__file__)"
+    for host in hosts:
+        out = host.run(["bash", "--login", "-c", "-i", f"source ~/.bashrc && python -c '{probe}'"], env={"TERM": "dumb"}).stdout
+        where = out.strip().splitlines()[-1] if out.strip() else ""
+        if not where.startswith(f"{HOME}/{SYNCED_CODE.removeprefix('~/')}/"):
+            raise AssertionError(f"on {host.hostname}: galaxy_da comes from {where!r}, not the synced {SYNCED_CODE}")
 
 
 def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
@@ -103,7 +137,9 @@ def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
     began = time.monotonic()
     stack.on_head(["ray", "up", "-y", "--no-config-cache", write_cluster_yaml(stack, workers)], timeout=timeout_s)
     stack.probe("nodes", f"{stack.head.address}:6379", str(1 + len(workers)), str(timeout_s), timeout=timeout_s + 60)
-    return time.monotonic() - began
+    elapsed = time.monotonic() - began
+    check_synced_code(stack, [stack.head, *workers])
+    return elapsed
 
 
 def ray_down(stack: Stack) -> None:
