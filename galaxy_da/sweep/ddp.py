@@ -18,7 +18,12 @@ pruned exactly like a one-worker trial:
   trial's folder, where Tune checkpoints them; a restored trial hands them back
   to every worker, which resumes exactly from them;
 - a worker's error ends the run, and the trial fails with it (Tune retries it
-  from its last checkpoint, as for any trial).
+  from its last checkpoint, as for any trial). Ray Train itself never restarts
+  the workers (:func:`no_train_retries`): a restarted group would start afresh
+  behind the trial's back, holding its W GPUs;
+- every message is tagged by its kind (:data:`READY`, :data:`RECORD`,
+  :data:`ERROR` from the lead; :data:`EPOCH`, :data:`STOP` to it), so a message
+  the trial did not wait for is a clear :class:`WorkerError`, never a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -36,12 +41,42 @@ from galaxy_da.checkpoint import BEST, LAST
 from galaxy_da.config import TrialConfig, validate
 from galaxy_da.train import TrainResult, is_scored_epoch
 
-STOP, EPOCH = "stop", "epoch"
+STOP, EPOCH = "stop", "epoch"  # commands, trial -> lead worker
+READY, RECORD, ERROR = "ready", "record", "error"  # messages, lead worker -> trial
 POLL_S = 0.5
 
 
 class WorkerError(RuntimeError):
-    """A worker of a multi-worker trial raised; the message is its ``Type: message``."""
+    """A worker of a multi-worker trial raised (the message is its ``Type: message``), or the workers broke the protocol."""
+
+
+def message(kind: str, **body: Any) -> dict[str, Any]:
+    """A message from the lead worker: ``{"kind": kind, **body}``."""
+    return {"kind": kind, **body}
+
+
+def expect(received: Any, kind: str) -> dict[str, Any]:
+    """``received`` if it is a message of ``kind``; a worker's :data:`ERROR` raises it, any other kind raises :class:`WorkerError`."""
+    got = received.get("kind") if isinstance(received, dict) else type(received).__name__
+    if got == ERROR:
+        raise WorkerError(received["error"])
+    if got != kind:
+        why = "the worker group started again (Ray Train retried it)" if got == READY else "not a message of this protocol"
+        raise WorkerError(f"the trial waited for a {kind!r} message from its lead worker and got {got!r}: {why}")
+    return received
+
+
+def no_train_retries():
+    """Ray Train's failure policy for a trial's workers: no restart, after an error *or* a preemption.
+
+    ``max_failures=0`` alone leaves ``max_preemption_failures`` at -1 (unlimited), and a
+    node drained by SIGTERM counts as a preemption: Train would start a fresh worker group
+    whose first message (:data:`READY`) the trial does not expect. The trial fails
+    instead, and Tune restores it from its own checkpoint.
+    """
+    from ray.train import FailureConfig
+
+    return FailureConfig(max_failures=0, max_preemption_failures=0)
 
 
 def _worker_info() -> dict[str, Any]:
@@ -80,17 +115,34 @@ def worker_loop(config: dict[str, Any]) -> None:
     workers = world.collect(_worker_info())
     try:
         if world.lead:
-            results.put({"state": _state(trainer), "workers": workers})
+            results.put(message(READY, state=_state(trainer), workers=workers))
         epochs = trainer.epochs()
-        while world.share(commands.get() if world.lead else None) == EPOCH:
+        while (command := world.share(commands.get() if world.lead else None)) == EPOCH:
             record = next(epochs, None)
             if world.lead:
                 scored = record is not None and (is_scored_epoch(cfg, record["epoch"]) or trainer.finished)
-                results.put({"record": record, "state": _state(trainer), "files": _files(folder) if scored else None})
+                results.put(message(RECORD, record=record, state=_state(trainer), files=_files(folder) if scored else None))
+        if command != STOP:
+            raise WorkerError(f"the lead worker got command {command!r}; expected {EPOCH!r} or {STOP!r}")
     except BaseException as error:
         if world.lead:
-            results.put({"error": f"{type(error).__name__}: {error}"})
+            results.put(message(ERROR, error=f"{type(error).__name__}: {error}"))
         raise
+
+
+def torch_trainer(cfg: TrialConfig, loop_config: dict[str, Any], *, use_gpu: bool, cpus_per_worker: float, storage_path: str, name: str):
+    """The Ray Train run of a trial: ``workers_per_trial`` workers running :func:`worker_loop`, never retried by Train."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        worker_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), **loop_config},
+        scaling_config=ScalingConfig(num_workers=cfg.resources.workers_per_trial, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=no_train_retries()),
+    )
 
 
 class DistributedTrainer:
@@ -103,24 +155,15 @@ class DistributedTrainer:
 
     def __init__(self, cfg: TrialConfig, *, checkpoint_dir: Path, resume: bool, use_gpu: bool, cpus_per_worker: float,
                  storage_path: str, name: str) -> None:
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-
         self.cfg, self.checkpoint_dir = cfg, Path(checkpoint_dir)
         self.commands, self.results = (Queue(actor_options={"num_cpus": 0}) for _ in range(2))
         files = _files(self.checkpoint_dir) if resume else None
-        trainer = TorchTrainer(
-            worker_loop,
-            train_loop_config={"cfg": cfg.model_dump(mode="json"), "commands": self.commands, "results": self.results, "files": files},
-            scaling_config=ScalingConfig(num_workers=cfg.resources.workers_per_trial, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0)),
-        )
+        trainer = torch_trainer(cfg, {"commands": self.commands, "results": self.results, "files": files},
+                                use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, storage_path=storage_path, name=name)
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True, name=f"ddp-{name}")
         self.thread.start()
-        ready = self._receive()
+        ready = self._receive(READY)
         self.workers: list[dict[str, Any]] = ready["workers"]
         self._update(ready["state"])
 
@@ -130,18 +173,16 @@ class DistributedTrainer:
         except BaseException as error:  # surfaced by the next _receive
             self.error = error
 
-    def _receive(self) -> dict[str, Any]:
-        """The lead worker's next message; a failed run raises its error (never waits on a dead run)."""
+    def _receive(self, kind: str) -> dict[str, Any]:
+        """The lead worker's next message, which must be of ``kind`` (:func:`expect`); a failed run raises its error (never waits on a dead run)."""
         while True:
             try:
-                message = self.results.get(timeout=POLL_S)
+                received = self.results.get(timeout=POLL_S)
             except Empty:
                 if not self.thread.is_alive():
                     raise WorkerError(f"the workers stopped without answering: {self.error!r}") from self.error
                 continue
-            if "error" in message:
-                raise WorkerError(message["error"])
-            return message
+            return expect(received, kind)
 
     def _update(self, state: dict[str, Any]) -> None:
         self.history, self.best, self.next_epoch = state["history"], state["best"], state["next_epoch"]
@@ -160,14 +201,14 @@ class DistributedTrainer:
         """Ask for one epoch at a time; its checkpoints are in ``checkpoint_dir`` before its record is yielded."""
         while not self.finished:
             self.commands.put(EPOCH)
-            message = self._receive()
-            self._update(message["state"])
-            if message["files"]:
-                for name, blob in ray.get(message["files"][0]).items():
+            answer = self._receive(RECORD)
+            self._update(answer["state"])
+            if answer["files"]:
+                for name, blob in ray.get(answer["files"][0]).items():
                     (self.checkpoint_dir / name).write_bytes(blob)
-            if message["record"] is None:
+            if answer["record"] is None:
                 return
-            yield message["record"]
+            yield answer["record"]
 
     def result(self) -> TrainResult:
         return TrainResult(self.history, self.best["epoch"], self.best["score"], self.checkpoint_dir, self.stopped_early, self.manifest_hash)
