@@ -28,3 +28,30 @@ def test_messages_of_the_awaited_kind_pass_and_a_workers_error_is_raised_as_it_w
         expect(message(ERROR, error="ValueError: bad shard"), RECORD)
     with pytest.raises(WorkerError, match=r"got 'str': not a message of this protocol"):
         expect("epoch", READY)
+
+
+@pytest.mark.slow
+def test_a_trials_queues_live_on_the_trials_node_even_when_that_node_is_full():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})  # an idle head, where Ray would spill the queues
+    cluster.add_node(num_cpus=1, resources={"trial_node": 1})
+    ray.init(address=cluster.address)
+    try:
+        @ray.remote(num_cpus=1, resources={"trial_node": 1})  # the trial takes its node's only CPU
+        class Trial:
+            def open_queues(self, times: int) -> tuple[str, list[str]]:
+                from galaxy_da.sweep.ddp import trial_queues
+
+                self.queues = [queue for _ in range(times) for queue in trial_queues()]  # as the trial's successive runs would
+                for queue in self.queues:
+                    queue.qsize()  # the queue's actor is up
+                return ray.get_runtime_context().get_node_id(), [queue.actor._actor_id.hex() for queue in self.queues]
+
+        trial_node, queue_actors = ray.get(Trial.remote().open_queues.remote(3))
+        placed = [ray._private.state.actors(actor_id=actor)["Address"]["NodeID"] for actor in queue_actors]
+        assert placed == [trial_node] * 6
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

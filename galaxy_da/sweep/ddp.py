@@ -23,7 +23,8 @@ pruned exactly like a one-worker trial:
   behind the trial's back, holding its W GPUs;
 - every message is tagged by its kind (:data:`READY`, :data:`RECORD`,
   :data:`ERROR` from the lead; :data:`EPOCH`, :data:`STOP` to it), so a message
-  the trial did not wait for is a clear :class:`WorkerError`, never a ``KeyError``.
+  the trial did not wait for is a clear :class:`WorkerError`, never a ``KeyError``;
+- the two queues are actors pinned to the trial's node (:func:`trial_queues`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ def no_train_retries():
     from ray.train import FailureConfig
 
     return FailureConfig(max_failures=0, max_preemption_failures=0)
+
+
+def trial_queues() -> tuple[Queue, Queue]:
+    """The command and result queues of a trial: zero-CPU actors pinned (``soft=False``) to the caller's node.
+
+    Called in the trial's actor, so the queues sit on the trial's node however full it
+    is (Ray's default placement spills them to any node with room, where a lost node
+    would take them from a trial that is still alive).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)}
+    return Queue(actor_options=options), Queue(actor_options=options)
 
 
 def _worker_info() -> dict[str, Any]:
@@ -156,7 +170,7 @@ class DistributedTrainer:
     def __init__(self, cfg: TrialConfig, *, checkpoint_dir: Path, resume: bool, use_gpu: bool, cpus_per_worker: float,
                  storage_path: str, name: str) -> None:
         self.cfg, self.checkpoint_dir = cfg, Path(checkpoint_dir)
-        self.commands, self.results = (Queue(actor_options={"num_cpus": 0}) for _ in range(2))
+        self.commands, self.results = trial_queues()
         files = _files(self.checkpoint_dir) if resume else None
         trainer = torch_trainer(cfg, {"commands": self.commands, "results": self.results, "files": files},
                                 use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, storage_path=storage_path, name=name)
