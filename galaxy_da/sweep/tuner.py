@@ -16,7 +16,8 @@ The launch layer: it imports Ray, and nothing in the core imports it.
   Whether to ask for GPUs follows the node types the autoscaler can add
   (:mod:`galaxy_da.sweep.gpus`), so a cluster whose GPU workers start at zero
   scales them up. A trial with ``resources.workers_per_trial > 1`` trains on
-  that many Ray Train workers (:mod:`galaxy_da.sweep.ddp`).
+  that many Ray Train workers (:mod:`galaxy_da.sweep.ddp`); on GPUs at most
+  ``floor(GPUs / W)`` such trials run at once (:mod:`galaxy_da.sweep.capacity`).
 - MLflow: one parent run per sweep (search space, settings, leaderboard,
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
@@ -44,6 +45,7 @@ from ray import tune
 from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.capacity import fit_concurrency
 from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.ended import RecordEndings, ended_trials
 from galaxy_da.sweep.gpus import decide_use_gpu
@@ -250,11 +252,12 @@ def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str
     nodes = start_ray(settings)
     try:
         check_reachable(store_uri, nodes)
+        has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
+        settings = fit_concurrency(base, settings, has_gpu)  # W-GPU trials: at most floor(GPUs / W) at once
         with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
             client = MlflowClient(tracking_uri)
             parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
             try:
-                has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
                 client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
                 grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu).fit()
                 ended = set(ended_trials(settings.experiment_path))
