@@ -28,7 +28,7 @@ from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig, config_to_yaml
 
 DEFAULT_STORE = Path("mlflow")
-EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial
+EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial, last: the epoch is complete once it is in (RunTracker.log_epoch)
 PARAM_VALUE_LIMIT = 6000
 SCORED_ON_TAG = "scored_on"  # what a trial's epoch scores were computed on (subsampled or full splits)
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"  # every --tracking-uri flag
@@ -155,6 +155,11 @@ class RunTracker:
         older than its last logged epoch (killed between logging and checkpointing)
         redoes that epoch, and MLflow keeps each epoch's points exactly once.
         After :meth:`relog_from` the epochs it names are logged again.
+
+        :data:`EPOCH_METRIC` is the "epoch complete" marker: it goes last, in a batch
+        of its own, after every other point of the epoch (which may take several
+        batches). A failure between batches leaves the epoch without it, so a
+        re-attached run logs that epoch again instead of skipping its missing points.
         """
         epoch = int(record["epoch"])
         if epoch in self.logged_epochs:
@@ -164,7 +169,8 @@ class RunTracker:
         for index, diagnostics in enumerate(steps):
             global_step = epoch * len(steps) + index
             points += [(f"step/{key}", value, global_step) for key, value in numeric_metrics(diagnostics).items()]
-        self._log_points(points)
+        self._log_points([point for point in points if point[0] != EPOCH_METRIC])
+        self._log_points([point for point in points if point[0] == EPOCH_METRIC])
         self.logged_epochs.add(epoch)
 
     def relog_from(self, epoch: int) -> None:

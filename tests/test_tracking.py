@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from galaxy_da.config import load_config
 from galaxy_da.sweep.trainable import node_tags
 from galaxy_da.tracking import EPOCH_METRIC, RunTracker
@@ -23,3 +25,47 @@ def test_node_tags_record_each_host_a_trial_ran_on():
     assert node_tags("", "10.0.0.2") == {"node_ip": "10.0.0.2", "node_ips": "10.0.0.2"}
     assert node_tags("10.0.0.2", "10.0.0.2")["node_ips"] == "10.0.0.2"  # restarted on the same host
     assert node_tags("10.0.0.2", "10.0.0.3") == {"node_ip": "10.0.0.3", "node_ips": "10.0.0.2,10.0.0.3"}
+
+
+class FailingStore:
+    """A real MLflow client on a sqlite store whose ``fail_on``-th ``log_batch`` raises, as a server going away between batches would."""
+
+    def __init__(self, client, fail_on: int):
+        self.client, self.fail_on, self.batches = client, fail_on, []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def log_batch(self, run_id, metrics=(), **kwargs):
+        self.batches.append([metric.key for metric in metrics])
+        if len(self.batches) == self.fail_on:
+            raise ConnectionError("tracking server went away")
+        return self.client.log_batch(run_id, metrics=metrics, **kwargs)
+
+
+def big_epoch(epoch: int, loss: float) -> dict:
+    """An epoch of 2 + 2 x 500 points: three batches of at most 900."""
+    return {"epoch": epoch, EPOCH_METRIC: loss, "src_val/acc": 0.5, "steps": [{"loss": loss + i, "grad_norm": 1.0} for i in range(500)]}
+
+
+@pytest.mark.parametrize("fail_on", [2, 3])
+def test_an_epoch_cut_between_batches_has_no_train_loss_and_a_resumed_run_logs_it_again(tmp_path, fail_on):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(None, {"tracking.experiment": "cut"})
+    first = RunTracker(cfg, tracking_uri=uri)
+    first.client = FailingStore(first.client, fail_on)
+    with pytest.raises(ConnectionError):
+        first.log_epoch(big_epoch(0, 1.0))
+    client = first.client.client
+    assert client.get_metric_history(first.run_id, EPOCH_METRIC) == []  # the epoch is not marked complete
+    resumed = RunTracker(cfg, tracking_uri=uri, run_id=first.run_id)
+    resumed.log_epoch(big_epoch(0, 1.0))
+    assert [(p.step, p.value) for p in client.get_metric_history(first.run_id, EPOCH_METRIC)] == [(0, 1.0)]
+    assert [p.step for p in client.get_metric_history(first.run_id, "step/loss")][-1] == 499  # the points cut off are in
+
+
+def test_train_loss_goes_last_in_a_batch_of_its_own(tmp_path):
+    tracker = RunTracker(load_config(None, {"tracking.experiment": "order"}), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.client = FailingStore(tracker.client, fail_on=0)
+    tracker.log_epoch(big_epoch(0, 1.0))
+    assert [len(batch) for batch in tracker.client.batches] == [900, 101, 1] and tracker.client.batches[-1] == [EPOCH_METRIC]
