@@ -24,8 +24,14 @@ Measured per sweep:
 
 The figures are the medians over the search seeds.
 
-    python bench/sweep_efficiency.py                  # about 30 min on 2 cores
-    python bench/sweep_efficiency.py --smoke-test     # a few minutes, numbers meaningless
+The two arms of a search seed run in alternating order (random search first on
+even seeds), so neither always starts cold. Each finished sweep is appended to
+``sweep_efficiency.jobs.jsonl`` with the load average before and after it; a
+re-run reuses those and runs only what is missing. The table and the goals go to
+the ``sweep_efficiency`` section of BENCHMARKS.md.
+
+    python bench/sweep_efficiency.py             # about 30 min on 2 cores
+    python bench/sweep_efficiency.py --smoke     # a few minutes on tiny data, numbers meaningless
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sqlite3
 import statistics
 import sys
@@ -42,6 +49,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from study import SMOKE_OVERRIDES, Outputs, add_common_arguments, outputs, smoke_dataset, write_section  # noqa: E402
+
+NAME = "sweep_efficiency"
+ARMS = {"random": ("random", False), "optuna+asha": ("optuna", True)}  # label: (searcher, ASHA pruning)
 SPACE = {
     "optim.lr": {"loguniform": [1e-4, 3e-2]},
     "align.weight": {"loguniform": [0.03, 3.0]},
@@ -57,21 +69,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--asha-trials", type=int, default=8)
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance = concurrent trials")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds; figures are medians over them")
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "sweep_efficiency.json")
+    p.add_argument("--fresh", action="store_true", help="ignore the sweeps kept in <out>/sweep_efficiency.jobs.jsonl")
+    add_common_arguments(p, NAME)
+    p.add_argument("--smoke-test", dest="smoke", action="store_true", help="the same as --smoke")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
     args = p.parse_args(argv)
-    if args.smoke_test:
+    if args.smoke:
         args.random_trials, args.asha_trials, args.seeds = 2, 3, [0]
-        args.overrides = ["optim.epochs=3", "optim.warmup_epochs=1", "optim.steps_per_epoch=2", "data.batch_size=16", *args.overrides]
-        args.json = Path(tempfile.gettempdir()) / "sweep_efficiency_smoke.json"
+        args.overrides = [f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()] + args.overrides
     return args
 
 
-def base_config(args: argparse.Namespace):
+def base_config(args: argparse.Namespace, data: Path):
     from galaxy_da.config import load_config
 
-    return load_config(args.config, [f"data.path={args.data}", "align.method=laplacian", "align.ot.weight=0",
+    return load_config(args.config, [f"data.path={data}", "align.method=laplacian", "align.ot.weight=0",
                                      "tracking.experiment=sweep-efficiency", *args.overrides])
 
 
@@ -115,9 +127,12 @@ def run(label: str, searcher: str, trials: int, prune: bool, seed: int, cfg, arg
         grace_period=None if prune else cfg.optim.epochs, cpus_per_trial=1, storage_path=str(work / "ray_results"),
         tracking_uri=f"sqlite:///{db}", address="local", num_cpus=args.cpus,
     )
+    load_before = os.getloadavg()
     started = time.time()
     result = run_sweep(cfg, settings)
     wall = time.time() - started
+    if not result.complete:
+        raise SystemExit(f"sweep {label}-s{seed} did not finish ({result.experiment_path}); run the benchmark again to redo it")
     reports = tune_reports(result.experiment_path)
     metric = f"select/{cfg.selection.rule}"
     in_steps = step_seconds(db, result.parent_run_id)
@@ -132,6 +147,7 @@ def run(label: str, searcher: str, trials: int, prune: bool, seed: int, cfg, arg
         "complete": result.complete, "wall_s": wall, "best_score": curve[-1][1], "best_curve": curve,
         "median_trial_s": statistics.median(trial_seconds.values()), "core_seconds": core_seconds,
         "step_core_s": in_steps, "step_share": in_steps / core_seconds, "in_trial_share": sum(trial_seconds.values()) / core_seconds,
+        "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
     }
 
 
@@ -154,16 +170,83 @@ def plot(sweeps: list[dict[str, Any]], path: Path) -> Path:
 
 def markdown(sweeps: list[dict[str, Any]]) -> str:
     lines = [
-        "| sweep | seed | trials | trial-epochs | wall (s) | best score | time to random's best (s) | median trial (s) | core-s in steps | in trials |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep | seed | ran | trials | trial-epochs | wall (s) | best score | time to random's best (s) | median trial (s) "
+        "| core-s in steps | in trials | load (1 min) before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sweeps:
         reach = s["time_to_random_best_s"]
         lines.append(
-            f"| {s['sweep']} | {s['seed']} | {s['trials']} | {s['trial_epochs']} | {s['wall_s']:.0f} | {s['best_score']:.4f} "
-            f"| {'not reached' if reach is None else f'{reach:.0f}'} | {s['median_trial_s']:.0f} | {s['step_share']:.1%} | {s['in_trial_share']:.1%} |"
+            f"| {s['sweep']} | {s['seed']} | {s['order']} | {s['trials']} | {s['trial_epochs']} | {s['wall_s']:.0f} | {s['best_score']:.4f} "
+            f"| {'not reached' if reach is None else f'{reach:.0f}'} | {s['median_trial_s']:.0f} | {s['step_share']:.1%} "
+            f"| {s['in_trial_share']:.1%} | {s['load_average_before'][0]:.2f} → {s['load_average_after'][0]:.2f} |"
         )
     return "\n".join(lines)
+
+
+def arm_order(seed: int) -> list[str]:
+    """Random search first on even search seeds, Optuna + ASHA first on odd ones, so neither always runs on a cold start."""
+    return list(ARMS) if seed % 2 == 0 else list(ARMS)[::-1]
+
+
+def arm_trials(label: str, args: argparse.Namespace) -> int:
+    return args.random_trials if label == "random" else args.asha_trials
+
+
+def arm_key(label: str, seed: int, args: argparse.Namespace) -> str:
+    """A finished sweep's key in the job log: its arm, search seed and number of trials."""
+    return f"{label} seed={seed} trials={arm_trials(label, args)}"
+
+
+def seed_pair(seed: int, cfg, args: argparse.Namespace, done: dict[str, dict[str, Any]], log: Path) -> list[dict[str, Any]]:
+    """Both arms of one search seed, each appended to ``log`` once finished (a re-run reuses it)."""
+    for position, label in enumerate(arm_order(seed), start=1):
+        key = arm_key(label, seed, args)
+        if key not in done:
+            searcher, prune = ARMS[label]
+            with tempfile.TemporaryDirectory(prefix=f"sweep-efficiency-{label}-") as tmp:
+                done[key] = {**run(label, searcher, arm_trials(label, args), prune, seed, cfg, args, Path(tmp)), "order": position}
+            with log.open("a") as stream:
+                stream.write(json.dumps({"key": key, "row": done[key]}) + "\n")
+    pair = [done[arm_key(label, seed, args)] for label in ARMS]
+    for sweep in pair:
+        sweep["time_to_random_best_s"] = time_to_reach(sweep["best_curve"], pair[0]["best_score"])
+    return pair
+
+
+def summarise(sweeps: list[dict[str, Any]], args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Medians over search seeds of the step share and of ASHA's time to random's best / random's wall time."""
+    ratios = []
+    for seed in args.seeds:
+        random_search, asha = (next(s for s in sweeps if s["seed"] == seed and s["sweep"] == label) for label in ARMS)
+        reach = asha["time_to_random_best_s"]
+        ratios.append(math.inf if reach is None else reach / random_search["wall_s"])
+    return {
+        "command": command, "smoke": args.smoke,
+        "settings": {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()}, "space": SPACE,
+        "median_step_share": statistics.median(s["step_share"] for s in sweeps),
+        "median_step_share_by_sweep": {label: statistics.median(s["step_share"] for s in sweeps if s["sweep"] == label) for label in ARMS},
+        "asha_time_to_random_best_over_random_wall": ratios,
+        "median_asha_time_to_random_best_over_random_wall": statistics.median(ratios),
+        "sweeps": sweeps,
+    }
+
+
+def section(summary: dict[str, Any], out: Outputs) -> str:
+    """The BENCHMARKS.md section: the command, the table, and each goal as met or missed with its exact figure."""
+    share, ratio = summary["median_step_share"], summary["median_asha_time_to_random_best_over_random_wall"]
+    loads = [s["load_average_after"][0] for s in summary["sweeps"]]
+    return "\n".join([
+        f"`{summary['command']}` ({len(summary['settings']['seeds'])} search seeds; load average (1 min) at the end of "
+        f"each sweep {min(loads):.2f}–{max(loads):.2f}; JSON `{out.json.name}`, plot `{out.plot().name}`)",
+        "",
+        markdown(summary["sweeps"]),
+        "",
+        f"- Goal: ≥ 85 % of core-seconds in training steps (median over sweeps): {share:.1%} — {'met' if share >= 0.85 else 'missed'}.",
+        f"- Goal: Optuna + ASHA reaches random search's best in ≤ 0.5× random search's wall time (median over seeds): "
+        f"{ratio:.3f}× (per seed {', '.join(f'{r:.3f}' for r in summary['asha_time_to_random_best_over_random_wall'])}) — "
+        f"{'met' if ratio <= 0.5 else 'missed'}.",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,33 +254,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     args = parse(argv)
-    cfg = base_config(args)
-    sweeps, ratios = [], []
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory(prefix="sweep-efficiency-") as tmp:
-            random_search = run("random", "random", args.random_trials, False, seed, cfg, args, Path(tmp))
-            asha = run("optuna+asha", "optuna", args.asha_trials, True, seed, cfg, args, Path(tmp))
-        for sweep in (random_search, asha):
-            sweep["time_to_random_best_s"] = time_to_reach(sweep["best_curve"], random_search["best_score"])
-        reach = asha["time_to_random_best_s"]
-        ratios.append(math.inf if reach is None else reach / random_search["wall_s"])
-        sweeps += [random_search, asha]
-    summary = {
-        "command": " ".join(["python", "bench/sweep_efficiency.py", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()}, "space": SPACE,
-        "median_step_share": statistics.median(s["step_share"] for s in sweeps),
-        "median_step_share_by_sweep": {label: statistics.median(s["step_share"] for s in sweeps if s["sweep"] == label) for label in ("random", "optuna+asha")},
-        "asha_time_to_random_best_over_random_wall": ratios,
-        "median_asha_time_to_random_best_over_random_wall": statistics.median(ratios),
-        "sweeps": sweeps,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=1))
-    plot(sweeps, args.json.with_suffix(".png"))
-    print(f"\n$ {summary['command']}\n\n{markdown(sweeps)}\n")
-    for key in ("median_step_share", "median_step_share_by_sweep", "asha_time_to_random_best_over_random_wall", "median_asha_time_to_random_best_over_random_wall"):
-        print(f"{key}: {summary[key]}")
-    print(f"results: {args.json}")
+    out = outputs(args, NAME)
+    data = smoke_dataset(out.folder) if args.smoke else Path(args.data)
+    cfg = base_config(args, data)
+    done: dict[str, dict[str, Any]] = {}
+    if out.jobs.is_file() and not args.fresh:
+        done = {entry["key"]: entry["row"] for entry in map(json.loads, out.jobs.read_text().splitlines()) if entry}
+    sweeps = [sweep for seed in args.seeds for sweep in seed_pair(seed, cfg, args, done, out.jobs)]
+    command = " ".join(["python", "bench/sweep_efficiency.py", *(argv if argv is not None else sys.argv[1:])])
+    summary = summarise(sweeps, args, command)
+    out.write_json(summary)
+    plot(sweeps, out.plot())
+    write_section(out.benchmarks, NAME, section(summary, out))
+    print(f"\n$ {command}\n\n{markdown(sweeps)}\n")
+    print(f"results: {out.json}, section '{NAME}' of {out.benchmarks}")
     return 0
 
 
