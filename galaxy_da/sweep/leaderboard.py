@@ -26,16 +26,17 @@ from galaxy_da.epoch_numbers import shown
 from galaxy_da.tracking import EPOCH_METRIC, SCORED_ON_TAG
 
 TRIAL_TAG = "ray_trial_id"
+RETIRED_TAG = "retired"  # "true": a run left by a trial that restarted without a checkpoint (galaxy_da.sweep.trainable)
 VARIED_TAG_PREFIX = "sweep."
 MARKDOWN_COLUMNS = ("run", "status", "epochs", "best_epoch", "score", "run_id")
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
-    """Live (not deleted) child runs of ``parent_run_id``, oldest first."""
+    """Live (not deleted, not retired) child runs of ``parent_run_id``, oldest first."""
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000,
     )
-    return sorted(runs, key=lambda run: run.info.start_time)
+    return sorted((run for run in runs if run.data.tags.get(RETIRED_TAG) != "true"), key=lambda run: run.info.start_time)
 
 
 def leaderboard(client, experiment_id: str, parent_run_id: str, varied: Sequence[str]) -> list[dict[str, Any]]:

@@ -194,7 +194,7 @@ def close_orphaned_runs(client, grid, parent_run_id: str, ended: set[str]) -> li
             stop_tags = {"stopped_by": "scheduler", "stopped_after_epochs": str(epochs_done)} if epochs_done < epochs and not state.get("stopped_early") else {}
             close_finished_run(RunTracker(TrialConfig(), tracking_uri=client.tracking_uri, run_id=run_id), outcome, state["data_path"], {"closed_by": "driver", **stop_tags})
             closed.append(run_id)
-    return closed + delete_forgotten_runs(client, grid, parent_run_id)
+    return closed + delete_forgotten_runs(client, grid, parent_run_id) + delete_retired_runs(client, parent_run_id)
 
 
 def delete_forgotten_runs(client, grid, parent_run_id: str) -> list[str]:
@@ -215,3 +215,17 @@ def delete_forgotten_runs(client, grid, parent_run_id: str) -> list[str]:
         client.set_tag(run.info.run_id, "closed_by", "driver: trial lost with a killed driver before Tune saved it")
         client.delete_run(run.info.run_id)
     return [run.info.run_id for run in forgotten]
+
+
+def delete_retired_runs(client, parent_run_id: str) -> list[str]:
+    """Delete the child runs that trials retired (restarted without a checkpoint, :func:`~galaxy_da.sweep.trainable.retire_stale_runs`); their ids.
+
+    The driver does it: a trial's MLflow user has EDIT on the experiment, which does not delete runs.
+    """
+    from galaxy_da.sweep.leaderboard import RETIRED_TAG
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    retired = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.{RETIRED_TAG} = 'true'", max_results=10000)
+    for run in retired:
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in retired]

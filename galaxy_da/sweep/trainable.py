@@ -51,12 +51,13 @@ from ray import tune
 
 from galaxy_da.checkpoint import SCORED_DIR
 from galaxy_da.sweep import space as search_space
-from galaxy_da.sweep.leaderboard import TRIAL_TAG, VARIED_TAG_PREFIX
+from galaxy_da.sweep.leaderboard import RETIRED_TAG, TRIAL_TAG, VARIED_TAG_PREFIX
 from galaxy_da.sweep.lineage import log_learned_schedule, record_copy
 from galaxy_da.sweep.naming import trial_run_name
 from galaxy_da.sweep.schedulers import TIME_ATTR
 from galaxy_da.sweep.space import Space
 from galaxy_da.sweep.stops import announced_stop
+from galaxy_da.sweep.trial_user import enter_trial_environment
 
 RUN_ID_FILE = "mlflow_run.json"
 CHECKPOINT_FILES = ("last.pt", "best.pt", RUN_ID_FILE)
@@ -90,22 +91,28 @@ def node_tags(previous: str, node_ip: str) -> dict[str, str]:
 
 
 def trial_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> list:
-    """The live runs tagged with ``trial_id`` under this sweep's parent run."""
+    """The live runs tagged with ``trial_id`` under this sweep's parent run (retired ones left out)."""
     from mlflow.tracking import MlflowClient
 
     from galaxy_da.tracking import ensure_experiment
 
     client = MlflowClient(tracking_uri)
-    return client.search_runs([ensure_experiment(client, experiment, tracking_uri)],
+    runs = client.search_runs([ensure_experiment(client, experiment, tracking_uri)],
                               filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    return [run for run in runs if run.data.tags.get(RETIRED_TAG) != "true"]
 
 
-def delete_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> None:
-    """A trial restarted without a checkpoint may have left a run behind; one run per trial stays."""
+def retire_stale_runs(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> None:
+    """A trial restarted without a checkpoint may have left a run behind: it is tagged retired (and closed KILLED if it
+    was RUNNING), so one live run per trial stays. The trial's MLflow user may not delete runs
+    (:mod:`galaxy_da.sweep.trial_user`); the driver deletes retired runs when the sweep ends."""
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri)
     for run in trial_runs(tracking_uri, experiment, parent_run_id, trial_id):
-        MlflowClient(tracking_uri).delete_run(run.info.run_id)
+        client.set_tag(run.info.run_id, RETIRED_TAG, "true")
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def find_trial_run(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str) -> Optional[str]:
@@ -123,14 +130,19 @@ def placement_tags() -> dict[str, str]:
 
 
 class SweepTrial(tune.Trainable):
-    """One sweep trial; Tune passes ``base``, ``space``, ``parent_run_id``, ... through ``tune.with_parameters``."""
+    """One sweep trial; Tune passes ``base``, ``space``, ``parent_run_id``, ... through ``tune.with_parameters``.
+
+    ``credentials``: the MLflow user the trial logs as (:func:`~galaxy_da.sweep.trial_user.trial_credentials`),
+    never the admin; ``{}``: none.
+    """
 
     def setup(self, config: dict[str, Any], *, base: dict[str, Any], space: Space, parent_run_id: str,
-              tracking_uri: str, experiment_path: str, threads: float, use_gpu: bool, population: bool = False) -> None:
+              tracking_uri: str, experiment_path: str, threads: float, use_gpu: bool, credentials: dict[str, str],
+              population: bool = False) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the trial's tracker logs through the sweep's server
+        enter_trial_environment(tracking_uri, credentials)  # the trial's tracker logs through the sweep's server, as the trial user
         self.base, self.space = base, space
         self.parent_run_id, self.tracking_uri, self.experiment_path = parent_run_id, tracking_uri, experiment_path
         self.threads, self.use_gpu = threads, use_gpu
@@ -157,7 +169,7 @@ class SweepTrial(tune.Trainable):
         if self.copied_from is not None:  # PBT: continue another member's state in this member's own run
             self.stored_run_id = find_trial_run(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
         elif self.stored_run_id is None:
-            delete_stale_runs(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
+            retire_stale_runs(self.tracking_uri, self.cfg.tracking.experiment, self.parent_run_id, self.owner)
         tags = {TRIAL_TAG: self.owner, **node_tags("", ray.util.get_node_ip_address()), **self.varied}
         resume = self.stored_run_id is not None or self.copied_from is not None
         try:

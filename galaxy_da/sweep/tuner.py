@@ -21,7 +21,8 @@ The launch layer: it imports Ray, and nothing in the core imports it.
 - MLflow: one parent run per sweep (search space, settings, leaderboard,
   score plot, best config) and one nested child run per trial, logged through one
   tracking server (:mod:`galaxy_da.sweep.tracking_server`). A restored trial re-attaches
-  to its child run, so MLflow holds exactly one child run per trial.
+  to its child run, so MLflow holds exactly one child run per trial. Trials log as
+  a user with EDIT on the sweep's experiment, never as the admin (:mod:`galaxy_da.sweep.trial_user`).
 - Resume: the parent run id and the base config's hash live in
   ``<experiment>/galaxy_da_sweep.json``; ``Tuner.restore`` brings back the
   searcher and every trial, not the scheduler's state (Ray does not save it:
@@ -57,6 +58,7 @@ from galaxy_da.sweep.state import (
 from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS, build_scheduler, check_scheduler
 from galaxy_da.sweep.tracking_server import tracking_server
 from galaxy_da.sweep.trainable import SweepTrial
+from galaxy_da.sweep.trial_user import trial_credentials
 from galaxy_da.tracking import default_tracking_uri
 
 # --------------------------------------------------------------------------- search
@@ -160,11 +162,13 @@ def trial_id_of_path(path: str) -> str:
     return Path(path).name.removeprefix("trial_")
 
 
-def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool, has_gpu: bool) -> tune.Tuner:
+def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool, has_gpu: bool,
+                credentials: dict[str, str]) -> tune.Tuner:
+    """``credentials``: the MLflow user the trials log as (:mod:`galaxy_da.sweep.trial_user`)."""
     base = prepare_base(cfg)
     trainable = tune.with_parameters(
         SweepTrial, base=base, space=settings.space, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-        experiment_path=settings.experiment_path, threads=settings.cpus_per_trial, use_gpu=has_gpu,
+        experiment_path=settings.experiment_path, threads=settings.cpus_per_trial, use_gpu=has_gpu, credentials=credentials,
         population=settings.scheduler in POPULATION_SCHEDULERS,
     )
     trainable = tune.with_resources(
@@ -259,7 +263,8 @@ def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str
             parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
             try:
                 client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
-                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu).fit()
+                credentials = trial_credentials(tracking_uri, client.get_run(parent_run_id).info.experiment_id, settings.name)
+                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu, credentials).fit()
                 ended = set(ended_trials(settings.experiment_path))
                 close_orphaned_runs(client, grid, parent_run_id, ended)
                 complete = _complete(grid, ended, settings)
