@@ -165,7 +165,7 @@ class TestOnPremise:
         run = scenarios.submit(cluster, "sqlite", "--tracking-uri", "sqlite:////tmp/mlflow.db", timeout_s=300)
         assert run.returncode != 0
         errors = [line for line in run.output.splitlines() if "topk.py: error:" in line]
-        assert len(errors) == 1 and "other 2 node(s)" in errors[0] and "--tracking-uri http://" in errors[0], run.output[-3000:]
+        assert len(errors) == 1 and "the 2 other host(s) up now" in errors[0] and "--tracking-uri http://" in errors[0], run.output[-3000:]
         assert "Traceback" not in run.output
 
     def test_tracking_server_restart_mid_sweep_loses_no_metric(self, cluster):

@@ -9,7 +9,9 @@
 - :mod:`~galaxy_da.sweep.state`: the sweep's state file and MLflow parent run;
 - :mod:`~galaxy_da.sweep.leaderboard`: the leaderboard read back from MLflow;
 - :mod:`~galaxy_da.sweep.tracking_server`: one MLflow server for a sweep;
-- :mod:`~galaxy_da.sweep.reach`: a store the cluster's other nodes cannot reach is refused;
+- :mod:`~galaxy_da.sweep.hosts`: the hosts trials may run on (nodes up, node types the autoscaler can add);
+- :mod:`~galaxy_da.sweep.mounts`: whether a local folder is on a filesystem other hosts mount;
+- :mod:`~galaxy_da.sweep.reach`: a store, dataset or storage folder the cluster's other hosts cannot reach is refused;
 - :mod:`~galaxy_da.sweep.nodes`: one Ray node per task of an allocation (SLURM, the test bed);
 - :mod:`~galaxy_da.sweep.cli`: the shared command line of ``sweeps/*.py``.
 

@@ -107,8 +107,8 @@ def main(
 
     Exit 0 when every trial ended, 130 when the sweep was interrupted, 2 (one
     line on stderr, no traceback) for a user's error: a bad config or flag, a
-    missing or corrupted dataset, a sweep of that name that exists, a store the
-    cluster cannot reach.
+    missing or corrupted dataset, a sweep of that name that exists, a store, dataset
+    or storage folder the cluster's other hosts cannot reach.
     """
     from galaxy_da.commands import guarded
 

@@ -39,17 +39,23 @@ def reported_node_types() -> dict[str, dict[str, Any]]:
     config = ray._private.state.state.get_cluster_config()
     if config is None:
         return {}
-    return {group.name: {"resources": dict(group.resources), "max_workers": group.max_count} for group in config.node_group_configs}
+    return {group.name: {"resources": dict(group.resources), "min_workers": group.min_count, "max_workers": group.max_count}
+            for group in config.node_group_configs}
 
 
-def configured_node_types(path: Optional[str]) -> dict[str, dict[str, Any]]:
-    """``available_node_types`` of the autoscaler YAML at ``path`` (default :data:`BOOTSTRAP_CONFIG` when it exists)."""
+def autoscaler_config(path: Optional[str]) -> dict[str, Any]:
+    """The autoscaler YAML at ``path`` (default :data:`BOOTSTRAP_CONFIG` when it exists, else empty)."""
     file = Path(path).expanduser() if path else BOOTSTRAP_CONFIG.expanduser()
     if not file.is_file():
         if path:
             raise FileNotFoundError(f"--autoscaler-config {path}: no such file")
         return {}
-    return (yaml.safe_load(file.read_text()) or {}).get("available_node_types") or {}
+    return yaml.safe_load(file.read_text()) or {}
+
+
+def configured_node_types(path: Optional[str]) -> dict[str, dict[str, Any]]:
+    """``available_node_types`` of the autoscaler YAML at ``path`` (:func:`autoscaler_config`)."""
+    return autoscaler_config(path).get("available_node_types") or {}
 
 
 def decide_use_gpu(use_gpu: Optional[bool], autoscaler_config: Optional[str]) -> tuple[bool, str]:

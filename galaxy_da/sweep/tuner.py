@@ -50,7 +50,8 @@ from galaxy_da.sweep.capacity import fit_concurrency
 from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.ended import RecordEndings, ended_trials
 from galaxy_da.sweep.gpus import decide_use_gpu
-from galaxy_da.sweep.reach import check_reachable
+from galaxy_da.sweep.hosts import cluster_hosts
+from galaxy_da.sweep.reach import check_reach
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import (
     check_resumable, close_orphaned_runs, finish_parent_run, mark_complete, open_parent_run, read_sweep_state,
@@ -104,8 +105,8 @@ def resolve_address(address: Optional[str]) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
-def start_ray(settings: SweepSettings) -> int:
-    """Start or join Ray; the number of live nodes."""
+def start_ray(settings: SweepSettings) -> bool:
+    """Start or join Ray; whether it joined a running cluster (not a fresh local instance)."""
     address = resolve_address(settings.address)
     local = address == "local"
     # Ray's default token auth announces itself on every local start: not news, and not a trial event
@@ -114,7 +115,7 @@ def start_ray(settings: SweepSettings) -> int:
         address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
         log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
     )
-    return sum(node["Alive"] for node in ray.nodes())
+    return not local
 
 
 def base_hash(base: dict[str, Any]) -> str:
@@ -250,12 +251,12 @@ def _already_complete(settings: SweepSettings, state: dict[str, Any], store_uri:
 
 
 def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
-    """Start or join Ray, check that every node reaches the store, and run the tuner under the sweep's tracking server."""
+    """Start or join Ray, check that every host reaches the store, data and storage, and run the tuner under the sweep's tracking server."""
     from mlflow.tracking import MlflowClient
 
-    nodes = start_ray(settings)
+    joined = start_ray(settings)
     try:
-        check_reachable(store_uri, nodes)
+        check_reach(store_uri, base["data"]["path"], settings.storage_uri, cluster_hosts(settings.autoscaler_config, joined))
         has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
         settings = fit_concurrency(base, settings, has_gpu)  # W-GPU trials: at most floor(GPUs / W) at once
         with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
