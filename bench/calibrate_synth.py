@@ -16,7 +16,11 @@ source-only model does not collapse to one class on the target, and its target
 macro-F1 lies at least 15 points below the oracle's. The majority-class
 predictor (from source-train counts) is printed alongside.
 
-Run: ``python bench/calibrate_synth.py --data data/synth --epochs 8 [--seed 0]
+A dataset holds one or more target surveys; ``--target`` picks the one to
+calibrate (``data.target``: ``sdss``, the SDSS-like target, or ``desi``, the
+DESI-like one). The DESI-like target has not been calibrated yet (BENCHMARKS.md).
+
+Run: ``python bench/calibrate_synth.py --data data/synth --epochs 8 [--seed 0] [--target desi]
 [--json bench/results/calibration.json]``
 """
 
@@ -33,6 +37,7 @@ import torch
 from galaxy_da.checkpoint import load_checkpoint
 from galaxy_da.config import TrialConfig, load_config
 from galaxy_da.data.reader import ImageSet, ShardDataset
+from galaxy_da.data.schema import DEFAULT_TARGET
 from galaxy_da.metrics import majority_baseline
 from galaxy_da.train import train
 from oracle import score_state, write_target_as_source  # bench/ is the script's folder
@@ -40,9 +45,9 @@ from oracle import score_state, write_target_as_source  # bench/ is the script's
 BEST_CHECKPOINT = "best.pt"
 
 
-def trial_config(data: str, epochs: int, seed: int, width: int) -> TrialConfig:
+def trial_config(data: str, epochs: int, seed: int, width: int, target: str = DEFAULT_TARGET) -> TrialConfig:
     overrides = [
-        f"data.path={data}", f"seed={seed}", f"model.width={width}", f"optim.epochs={epochs}",
+        f"data.path={data}", f"data.target={target}", f"seed={seed}", f"model.width={width}", f"optim.epochs={epochs}",
         "data.batch_size=64", "optim.lr=0.002", "align.method=none",
     ]
     return load_config(None, overrides)
@@ -55,22 +60,23 @@ def train_and_score(cfg: TrialConfig, scored: dict[str, tuple[ImageSet, str]], w
     return {"best_epoch": result.best_epoch, **{name: score_state(checkpoint, cfg.model, data, domain) for name, (data, domain) in scored.items()}}
 
 
-def calibrate(data: str, epochs: int, seed: int, width: int, workdir: Path) -> dict:
-    view = ShardDataset(data).evaluation_view()
+def calibrate(data: str, epochs: int, seed: int, width: int, workdir: Path, target: str = DEFAULT_TARGET) -> dict:
+    dataset = ShardDataset(data, target=target)
+    view = dataset.evaluation_view()
     source_val, target_test = view.labelled("source", "val"), view.labelled("target", "test")
-    class_names = ShardDataset(data).class_names
+    class_names = dataset.class_names
     train_counts = np.bincount(view.labelled("source", "train").labels, minlength=len(class_names))
     source_only = train_and_score(
-        trial_config(data, epochs, seed, width),
+        trial_config(data, epochs, seed, width, target),
         {"src_val": (source_val, "source"), "tgt_test": (target_test, "target")},
         workdir / "source_only",
     )
-    oracle_data = write_target_as_source(data, workdir / "target_as_source", seed)
+    oracle_data = write_target_as_source(data, workdir / "target_as_source", seed, target)
     oracle = train_and_score(
-        trial_config(str(oracle_data), epochs, seed, width), {"tgt_test": (target_test, "target")}, workdir / "target_oracle"
+        trial_config(str(oracle_data), epochs, seed, width, target), {"tgt_test": (target_test, "target")}, workdir / "target_oracle"
     )
     return {
-        "data": data, "epochs": epochs, "seed": seed, "width": width,
+        "data": data, "target": target, "epochs": epochs, "seed": seed, "width": width,
         "source_only": source_only,
         "target_oracle": oracle,
         "majority": {
@@ -94,6 +100,7 @@ def summary(report: dict) -> str:
     for name, scores in rows:
         detail = f"recall {_rounded(scores['recall'])} predicted {scores['predicted']}" if "recall" in scores else f"(always {scores['class']})"
         lines.append(f"{name:24s} {scores['acc']:6.3f} {scores['macro_f1']:8.3f}  {detail}")
+    lines.insert(0, f"target survey: {report.get('target', DEFAULT_TARGET)}")
     lines.append(f"oracle - source-only target macro-F1: {report['gap_macro_f1']:+.3f} (calibrated: >= +0.15)")
     return "\n".join(lines)
 
@@ -107,13 +114,14 @@ def main() -> None:
     parser.add_argument("--data", default="data/synth")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="the target survey to calibrate (data.target; default: %(default)s)")
     parser.add_argument("--width", type=int, default=8, help="CNN width")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     parser.add_argument("--json", type=Path, help="write the full report here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="calibrate-synth-") as workdir:
-        report = calibrate(args.data, args.epochs, args.seed, args.width, Path(workdir))
+        report = calibrate(args.data, args.epochs, args.seed, args.width, Path(workdir), args.target)
     print(summary(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import torch
 from galaxy_da.config import TrialConfig
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ImageSet, ShardDataset
+from galaxy_da.data.schema import DEFAULT_TARGET
 from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.writer import DatasetWriter
 from galaxy_da.inference import predict
@@ -29,16 +30,18 @@ from galaxy_da.models.registry import build_model
 ORACLE_VAL_FRACTION = 0.2
 
 
-def write_target_as_source(dataset_path: str, out: Path, seed: int) -> Path:
-    """Copy the target domain into both domains of a new dataset (labels of adapt used for training).
+def write_target_as_source(dataset_path: str, out: Path, seed: int, target: str = DEFAULT_TARGET) -> Path:
+    """Copy target survey ``target`` into both domains of a new dataset (labels of adapt used for training).
 
-    source train/val = target adapt, split stratified ``1 - f`` / ``f``; target adapt/test = unchanged.
+    source train/val = target adapt, split stratified ``1 - f`` / ``f``; target adapt/test = unchanged, under
+    the same survey name (so the same ``data.target`` reads it).
     """
-    dataset = ShardDataset(dataset_path)
+    dataset = ShardDataset(dataset_path, target=target)
     view = dataset.evaluation_view()
     adapt, test = view.labelled("target", "adapt"), view.labelled("target", "test")
     provenance = {"derived_from": dataset.manifest_hash, "kind": "target-as-source (oracle)", "seed": seed}
-    with DatasetWriter(out, dataset.image_shape, dataset.class_names, provenance=provenance, overwrite=True) as writer:
+    with DatasetWriter(out, dataset.image_shape, dataset.class_names, provenance=provenance, overwrite=True,
+                       targets={target: dataset.targets[target]}) as writer:
         source_splits = assign_splits(adapt.labels, "source", seed, ORACLE_VAL_FRACTION)
         writer.add_batch("source", [f"as-source/{i}" for i in adapt.object_ids], source_splits, adapt.labels, adapt.images)
         for split, rows in (("adapt", adapt), ("test", test)):
@@ -82,7 +85,7 @@ class OracleTrace:
     def __init__(self, cfg: TrialConfig, every_epoch: bool = False):
         self.cfg = cfg
         self.every_epoch = every_epoch
-        self.test = ShardDataset(cfg.data.path).evaluation_view().labelled("target", "test")
+        self.test = ShardDataset(cfg.data.path, target=cfg.data.target).evaluation_view().labelled("target", "test")
         self.epochs: list[dict[str, Any]] = []
 
     def __call__(self, record: dict[str, Any], trainer) -> None:

@@ -67,6 +67,7 @@ class DataConfig(_Section):
     """Where the shards are and how batches are drawn from them."""
 
     path: str = "data/synth"
+    target: str = Field("sdss", min_length=1)  # which of the dataset's target surveys to adapt to (manifest ``targets``: sdss, desi)
     batch_size: int = Field(64, ge=2)
     eval_batch_size: int = Field(256, ge=1)
     normalization: Literal["per_domain", "shared", "none"] = "per_domain"

@@ -119,11 +119,11 @@ def load_run(run_id: str, tracking_uri: Optional[str] = None, checkpoint: str = 
 
 
 def open_dataset_for(run: LoadedRun, data: Optional[str] = None, check_hashes: bool = True) -> ShardDataset:
-    """The run's dataset, or ``data``; warns when its manifest is not the one the run trained on.
+    """The run's dataset (its target survey ``data.target``), or ``data``; warns when its manifest is not the one the run trained on.
 
     Every shard read is checked against the manifest's sha256 unless ``check_hashes`` is False.
     """
-    dataset = ShardDataset(data or run.data_path, check_hashes=check_hashes)
+    dataset = ShardDataset(data or run.data_path, check_hashes=check_hashes, target=run.cfg.data.target)
     if dataset.manifest_hash != run.manifest_hash:
         logger.warning(
             "dataset %s has manifest sha256 %s, but run %s was trained on manifest sha256 %s; "

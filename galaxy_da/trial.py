@@ -70,7 +70,7 @@ def scored_on(cfg: TrialConfig, rule: str) -> str:
     rule on the full splits (``galaxy-da eval``). Read from the config and the
     manifest's counts alone, so it holds for any trainer, in-process or multi-worker.
     """
-    view = ShardDataset(cfg.data.path).training_view()
+    view = ShardDataset(cfg.data.path, target=cfg.data.target).training_view()
     limits = {"source_val": cfg.data.max_source, "target": cfg.data.max_target}
     samples = []
     for reads in sorted(RULE_READS[rule]):

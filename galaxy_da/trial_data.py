@@ -47,8 +47,8 @@ class TrialData:
 
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:
-    """Source train/val with labels, target adapt without; statistics from training splits only."""
-    dataset = ShardDataset(cfg.data.path, check_hashes=cfg.data.verify_hashes)
+    """Source train/val with labels, target adapt (of the survey ``data.target``) without; statistics from training splits only."""
+    dataset = ShardDataset(cfg.data.path, check_hashes=cfg.data.verify_hashes, target=cfg.data.target)
     view = dataset.training_view()
     source_train = _subsample(view.source("train"), cfg.data.max_source, cfg.seed)
     source_val = _subsample(view.source("val"), cfg.data.max_source, cfg.seed + 1)

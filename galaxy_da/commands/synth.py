@@ -1,4 +1,4 @@
-"""``galaxy-da synth``: render the GalSim two-domain benchmark, or a preview of it.
+"""``galaxy-da synth``: render the GalSim benchmark (a source and one or more target surveys), or a preview of it.
 
 ``--out`` may be a URI (``s3://bucket/synth``): the dataset is rendered into a
 temporary folder and uploaded (:mod:`galaxy_da.data.upload`), manifest last.
@@ -12,13 +12,17 @@ DEFAULT_DATA = "data/synth"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from galaxy_da.data.synth import SynthParams
+    from galaxy_da.data.synth_params import TARGET_SURVEYS, SynthParams
 
     defaults = SynthParams()
     parser.add_argument("--out", default=DEFAULT_DATA, help="dataset folder or URI (s3://...) to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="the dataset is byte-identical for a seed (default: %(default)s)")
     parser.add_argument("--n-source", type=int, default=defaults.n_source, help="TNG-like galaxies (default: %(default)s)")
-    parser.add_argument("--n-target", type=int, default=defaults.n_target, help="SDSS-like galaxies (default: %(default)s)")
+    parser.add_argument("--n-target", type=int, default=defaults.n_target, help="galaxies per target survey (default: %(default)s)")
+    parser.add_argument(
+        "--targets", nargs="+", choices=list(TARGET_SURVEYS), default=list(TARGET_SURVEYS), metavar="SURVEY",
+        help=f"target surveys to render: {', '.join(TARGET_SURVEYS)} (SDSS-like, DESI-like); data.target picks one (default: all)",
+    )
     parser.add_argument("--size", type=int, default=defaults.size, help="stamp size in pixels; odd sizes suit steerable nets")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes; the dataset does not depend on them (default: %(default)s)")
     parser.add_argument("--shard-rows", type=int, default=1024, help="galaxies per Parquet shard (default: %(default)s)")
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     def render(out: str) -> str:
         return str(synth.generate(
             out, seed=args.seed, n_source=args.n_source, n_target=args.n_target, size=args.size,
-            workers=args.workers, shard_rows=args.shard_rows, overwrite=args.overwrite,
+            workers=args.workers, shard_rows=args.shard_rows, overwrite=args.overwrite, targets=args.targets,
         ))
 
     if "://" in args.out:

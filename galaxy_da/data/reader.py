@@ -5,6 +5,11 @@ bytes are fetched once, hashed, then parsed), on local disk and over a URI
 (``s3://...``: another host's storage) alike, unless ``data.verify_hashes=false``. For an S3-compatible server other
 than AWS, set ``AWS_ENDPOINT_URL`` (pyarrow reads it).
 
+A dataset may hold several target surveys; a :class:`ShardDataset` serves the
+one named by ``target`` (``data.target``; default
+:data:`~galaxy_da.data.schema.DEFAULT_TARGET`) wherever a caller asks for the
+``target`` domain, so training, selection and evaluation code never names a survey.
+
 Two views enforce the target-label guard (DESIGN principle 4):
 
 * :meth:`ShardDataset.training_view` serves source images with labels and
@@ -29,13 +34,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from galaxy_da.data.errors import DatasetError
+from galaxy_da.data import manifest as manifests
 from galaxy_da.data.integrity import read_shard
-from galaxy_da.data.schema import DOMAIN_SPLITS, MANIFEST_NAME, SCHEMA_VERSION
+from galaxy_da.data.schema import DEFAULT_TARGET, DOMAIN_SPLITS, MANIFEST_NAME, READABLE_SCHEMA_VERSIONS
 
 __all__ = ["DatasetError", "ImageSet", "LabelGuardError", "ShardDataset", "cached_reads"]
 
-# (uri, manifest sha256, domain, split, with labels) -> ImageSet, while :func:`cached_reads` is active
-_READ_CACHE: Optional[dict[tuple[str, str, str, str, bool], "ImageSet"]] = None
+# (uri, manifest sha256, domain, target survey or None, split, with labels) -> ImageSet, while :func:`cached_reads` is active
+_READ_CACHE: Optional[dict[tuple[str, str, str, Optional[str], str, bool], "ImageSet"]] = None
 
 
 @contextlib.contextmanager
@@ -94,15 +100,19 @@ def decode_images(column: pa.ChunkedArray | pa.Array, image_shape: tuple[int, ..
 
 
 class ShardDataset:
-    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet``.
+    """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet`` (target shards tagged with their survey).
 
     ``check_hashes``: every shard read is checked against the manifest's sha256
     (the bytes already read are hashed; no second read). ``verify``: check every
-    shard now, as ``galaxy-da validate`` does.
+    shard now, as ``galaxy-da validate`` does. ``target``: the target survey the
+    ``target`` domain means here; one the manifest does not hold is refused, in
+    one line naming ``data.target`` and the surveys it does hold, at the first
+    read of target rows or counts.
     """
 
-    def __init__(self, uri: str, verify: bool = False, check_hashes: bool = True):
+    def __init__(self, uri: str, verify: bool = False, check_hashes: bool = True, target: str = DEFAULT_TARGET):
         self.uri = str(uri)
+        self.requested_target = target
         self.check_hashes = check_hashes
         self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri) if "://" in self.uri else (
             pafs.LocalFileSystem(),
@@ -129,13 +139,31 @@ class ShardDataset:
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
+        """The manifest as version 2 (:mod:`galaxy_da.data.manifest`), checked for self-consistency."""
         manifest = json.loads(self.manifest_bytes)
-        if manifest.get("schema_version") != SCHEMA_VERSION:
+        if manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise DatasetError(
                 f"{self.uri}/{MANIFEST_NAME}: schema_version {manifest.get('schema_version')} unsupported "
-                f"(this galaxy-da reads {SCHEMA_VERSION})"
+                f"(this galaxy-da reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
             )
+        manifest = manifests.upgraded(manifest)
+        manifests.check(manifest, self.uri)
         return manifest
+
+    @property
+    def targets(self) -> dict[str, dict[str, Any]]:
+        """Every target survey the dataset holds -> what its manifest records about it (conditions, class prior)."""
+        return self.manifest["targets"]
+
+    @property
+    def target_survey(self) -> str:
+        """The target survey this dataset's ``target`` domain serves; an unknown one raises :class:`DatasetError`."""
+        if self.requested_target not in self.targets:
+            raise manifests.unknown_target(self.uri, self.manifest, self.requested_target)
+        return self.requested_target
+
+    def _survey(self, domain: str) -> Optional[str]:
+        return self.target_survey if domain == "target" else None
 
     @property
     def manifest_hash(self) -> str:
@@ -151,7 +179,8 @@ class ShardDataset:
 
     def counts(self, domain: str, split: str) -> list[int]:
         """Rows per class, from the manifest (labels are counts, not per-row access)."""
-        table = self.manifest["counts"][domain][split]
+        by_split = self.manifest["counts"][domain]
+        table = (by_split[self.target_survey] if domain == "target" else by_split)[split]
         return [table[name] for name in self.class_names]
 
     @property
@@ -169,10 +198,11 @@ class ShardDataset:
 
     # ------------------------------------------------------------------ rows
     def read_table(self, domain: str, columns: list[str] | None = None) -> pa.Table:
-        """The rows of every shard of ``domain`` (each checked as it is read when ``check_hashes``)."""
-        shards = [s for s in self.manifest["shards"] if s["domain"] == domain]
+        """The rows of every shard of ``domain`` (of the target survey, for ``target``), each checked as it is read when ``check_hashes``."""
+        survey = self._survey(domain)
+        shards = [s for s in self.manifest["shards"] if s["domain"] == domain and s.get("target") == survey]
         if not shards:
-            raise DatasetError(f"{self.uri}: no shards for domain {domain!r}")
+            raise DatasetError(f"{self.uri}: no shards for domain {domain!r}" + (f", target survey {survey!r}" if survey else ""))
         tables = []
         for shard in shards:
             data = read_shard(self.filesystem, self.root, shard, self.uri, check=self.check_hashes)
@@ -185,7 +215,7 @@ class ShardDataset:
     def _image_set(self, domain: str, split: str, with_labels: bool) -> ImageSet:
         if _READ_CACHE is None:
             return self._read_image_set(domain, split, with_labels)
-        key = (self.uri, self.manifest_hash, domain, split, with_labels)
+        key = (self.uri, self.manifest_hash, domain, self._survey(domain), split, with_labels)
         if key not in _READ_CACHE:
             _READ_CACHE[key] = self._read_image_set(domain, split, with_labels)
         return _READ_CACHE[key]
@@ -238,6 +268,11 @@ class TrainingView:
     def manifest_hash(self) -> str:
         return self._dataset.manifest_hash
 
+    @property
+    def target_survey(self) -> str:
+        """The target survey's name (``data.target``); its class prior stays in the manifest, out of this view."""
+        return self._dataset.target_survey
+
     def split_size(self, domain: str, split: str) -> int:
         """Galaxies in a split (all classes together: a size, not a class count)."""
         return sum(self._dataset.counts(domain, split))
@@ -263,5 +298,5 @@ class EvaluationView(TrainingView):
         return self._dataset._image_set(domain, split, with_labels=True)
 
 
-def open_dataset(uri: str, verify: bool = False) -> ShardDataset:
-    return ShardDataset(uri, verify=verify)
+def open_dataset(uri: str, verify: bool = False, target: str = DEFAULT_TARGET) -> ShardDataset:
+    return ShardDataset(uri, verify=verify, target=target)

@@ -1,7 +1,10 @@
 """The on-disk dataset format: names, splits and the Parquet row schema.
 
 A dataset is a folder (or URI) holding ``manifest.json`` plus
-``<domain>/part-NNNNN.parquet``. One row per galaxy:
+``<domain>/part-NNNNN.parquet``. The target domain may hold several target
+surveys (``sdss``, ``desi``, ...): each target shard's manifest entry names its
+survey, and the config key ``data.target`` picks the one a trial adapts to.
+One row per galaxy:
 
 ========== ===================== ==========================================
 column     type                  meaning
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: several target surveys (manifest ``targets``, counts per survey, shard ``target``)
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: one target survey, read as DEFAULT_TARGET (galaxy_da.data.manifest)
 MANIFEST_NAME = "manifest.json"
 CLASS_NAMES = ("elliptical", "irregular", "spiral")
 DOMAIN_SPLITS = {"source": ("train", "val"), "target": ("adapt", "test")}
 DOMAINS = tuple(DOMAIN_SPLITS)
 CORE_COLUMNS = ("object_id", "domain", "split", "label", "label_name", "image")
+DEFAULT_TARGET = "sdss"  # ``data.target``'s default: the SDSS-like (synth) or GZ2 (ingest) target
 
 
 def image_nbytes(image_shape: tuple[int, int, int]) -> int:

@@ -217,8 +217,8 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
     check_scheduler(base, settings)
-    # A missing, unfinished or corrupted dataset fails here, before anything starts.
-    ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes).manifest
+    # A missing, unfinished or corrupted dataset, or one without the data.target survey, fails here, before anything starts.
+    ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes, target=base["data"]["target"]).target_survey
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
