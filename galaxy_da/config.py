@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from galaxy_da.config_errors import ConfigError, did_you_mean, invalid_configuration
-from galaxy_da.registries import ALIGNMENT_METHODS, BACKBONES
+from galaxy_da.registries import ALIGNMENT_METHODS, BACKBONES, PRIOR_ESTIMATORS
 
 __all__ = ["ConfigError", "TrialConfig", "load_config", "validate"]
 
@@ -178,6 +178,10 @@ class AlignConfig(_Section):
     ot: TopKOTConfig = TopKOTConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     eta_init: tuple[float, float] = (0.1, 1.0)  # trainable weights: initial (eta_cls, eta_align)
+    # none, or a target-prior estimator (registries.PRIOR_ESTIMATORS) whose class ratios q/p weight the source side
+    label_shift: str = "none"
+    # unbalanced Sinkhorn (GeomLoss reach, rho = reach^2): a property of the OT problem, so its own key (see galaxy_da.label_shift)
+    reach: Optional[float] = Field(None, gt=0.0)
 
     @field_validator("method")
     @classmethod
@@ -185,6 +189,19 @@ class AlignConfig(_Section):
         if value not in ALIGNMENT_METHODS:
             raise ValueError(f"unknown alignment method {value!r}; choose from {sorted(ALIGNMENT_METHODS)}")
         return value
+
+    @field_validator("label_shift")
+    @classmethod
+    def _label_shift(cls, value: str) -> str:
+        if value != "none" and value not in PRIOR_ESTIMATORS:
+            raise ValueError(f"unknown label-shift estimator {value!r}; choose from {['none', *PRIOR_ESTIMATORS]}")
+        return value
+
+    @model_validator(mode="after")
+    def _reach_is_sinkhorns(self) -> "AlignConfig":
+        if self.reach is not None and self.method != "sinkhorn":
+            raise ValueError(f"reach (unbalanced OT) applies to method 'sinkhorn' only; method is {self.method!r}")
+        return self
 
 
 class SchedulesConfig(_Section):

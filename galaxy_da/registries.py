@@ -7,7 +7,8 @@ that module the first time the entry is looked up. Membership, iteration and
 back in well under a second instead of after several seconds of imports.
 
 The entries themselves (and their docstrings with the maths and shapes) live in
-their modules: :mod:`galaxy_da.models` and :mod:`galaxy_da.losses.alignment`.
+their modules: :mod:`galaxy_da.models`, :mod:`galaxy_da.losses.alignment` and
+:mod:`galaxy_da.label_shift.estimators`.
 """
 
 from __future__ import annotations
@@ -62,4 +63,11 @@ ALIGNMENT_METHODS = LazyRegistry({
     "laplacian": "galaxy_da.losses.alignment:LaplacianAlignment",
     "topk_ot": "galaxy_da.losses.topk_ot:TopKOTLoss",
     "dann": "galaxy_da.losses.adversarial:DANNLoss",
+})
+
+# ``align.label_shift`` (besides ``"none"``) -> target-prior estimator
+# ``(source_probs, source_labels, target_probs) -> q``; see :mod:`galaxy_da.label_shift.estimators`.
+PRIOR_ESTIMATORS = LazyRegistry({
+    "bbse": "galaxy_da.label_shift.estimators:bbse_priors",
+    "em": "galaxy_da.label_shift.estimators:em_priors",
 })

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galaxy_da.losses.features import prepare_features
+from galaxy_da.losses.features import prepare_features, weighted_mean
 
 if TYPE_CHECKING:
     from galaxy_da.config import AlignConfig
@@ -53,7 +53,7 @@ class DomainDiscriminator(nn.Sequential):
 class DANNLoss(nn.Module):
     r"""Balanced domain-classification loss through a gradient-reversal layer.
 
-    .. math:: \mathcal{L} = \tfrac12\Big[\tfrac1n\sum_i \mathrm{BCE}(D(R_\lambda x_i), 1)
+    .. math:: \mathcal{L} = \tfrac12\Big[\sum_i a_i\,\mathrm{BCE}(D(R_\lambda x_i), 1)
                               + \tfrac1m\sum_j \mathrm{BCE}(D(R_\lambda y_j), 0)\Big]
 
     with :math:`R_\lambda` the gradient reversal at ``grl_strength`` and
@@ -61,8 +61,12 @@ class DANNLoss(nn.Module):
     discriminator and, through the reversal, pushes the features to confuse it.
     The discriminator's parameters belong to this module: give them to the
     optimiser. Features are L2-normalised first when ``cfg.normalize_features``.
+    The source masses :math:`a` are ``source_masses`` (n,) summing to 1, or
+    :math:`1/n` when None: with class-ratio masses this is IWDAN's importance-
+    weighted domain loss (Tachet des Combes et al. 2020), whose discriminator
+    sees a source with the target's class proportions.
     Shapes: ``source`` (n, d), ``target`` (m, d) -> scalar; ``blur`` is unused.
-    ``diagnostics["domain_acc"]`` is the balanced accuracy of the discriminator.
+    ``diagnostics["domain_acc"]`` is the (unweighted) balanced accuracy of the discriminator.
     """
 
     def __init__(self, cfg: AlignConfig, feature_dim: int) -> None:
@@ -72,13 +76,16 @@ class DANNLoss(nn.Module):
         self.discriminator = DomainDiscriminator(feature_dim, shape.projection, shape.hidden, shape.dropout)
         self.diagnostics: dict[str, torch.Tensor] = {}
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
+    def forward(
+        self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float, source_masses: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
         features = GradientReversal.apply(torch.cat([source, target]), grl_strength)
         logits = self.discriminator(features).squeeze(1)
         source_logits, target_logits = logits[: len(source)], logits[len(source) :]
+        source_terms = F.binary_cross_entropy_with_logits(source_logits, torch.ones_like(source_logits), reduction="none")
         loss = 0.5 * (
-            F.binary_cross_entropy_with_logits(source_logits, torch.ones_like(source_logits))
+            weighted_mean(source_terms, source_masses)
             + F.binary_cross_entropy_with_logits(target_logits, torch.zeros_like(target_logits))
         )
         accuracy = 0.5 * ((source_logits > 0).float().mean() + (target_logits <= 0).float().mean())

@@ -3,8 +3,12 @@ r"""Feature-alignment losses between a source batch and a target batch.
 Every entry of :data:`ALIGNMENT_METHODS` (declared by name in
 :mod:`galaxy_da.registries`, imported on first use) is an ``nn.Module`` built as
 ``cls(cfg: AlignConfig, feature_dim)`` and called as
-``loss(source, target, blur=..., grl_strength=...)`` with ``source`` (n, d) and
-``target`` (m, d) features, returning a scalar; its ``diagnostics`` dict of
+``loss(source, target, blur=..., grl_strength=..., source_masses=None)`` with
+``source`` (n, d) and ``target`` (m, d) features, returning a scalar.
+``source_masses`` (n,), non-negative and summing to 1, re-weights the source
+measure :math:`\sum_i a_i \delta_{x_i}` (label-shift-aware alignment, see
+:mod:`galaxy_da.label_shift`); None is the uniform :math:`a_i = 1/n`, and uniform
+masses give exactly the unweighted loss. The target is always uniform. Its ``diagnostics`` dict of
 detached scalar tensors is refreshed at each call (the trainer reads them once
 per epoch, so no loss makes the host wait for the device inside a step). When ``cfg.normalize_features`` the features are
 L2-normalised first (as in the reference), so squared distances lie in [0, 4].
@@ -20,13 +24,13 @@ Sinkhorn on raw features measures it, one device-to-host read per step.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from geomloss import SamplesLoss
 from torch import nn
 
-from galaxy_da.losses.features import prepare_features
+from galaxy_da.losses.features import masses_or_uniform, prepare_features, uniform_masses
 from galaxy_da.registries import ALIGNMENT_METHODS
 
 if TYPE_CHECKING:
@@ -40,15 +44,22 @@ class NoAlignment(nn.Module):
         super().__init__()
         self.diagnostics: dict[str, torch.Tensor] = {}
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
+    def forward(
+        self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float, source_masses: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         return source.new_zeros(())
 
 
 class GeomLossAlignment(nn.Module):
-    """A GeomLoss ``SamplesLoss`` (uniform weights, ``backend="tensorized"``) at the given ``blur``.
+    r"""A GeomLoss ``SamplesLoss`` (``backend="tensorized"``) at the given ``blur``, called as ``loss(a, x, b, y)``.
 
-    Subclasses name the loss in ``geomloss_name``; ``grl_strength`` is unused.
-    The blur is the epoch's ``schedule/blur``, logged once per epoch.
+    The source masses ``a`` are ``source_masses`` (uniform when None), the target
+    masses ``b`` uniform; uniform ``a`` is built as GeomLoss builds its default,
+    so the unweighted call is unchanged. ``cfg.reach`` (Sinkhorn only, checked by
+    the config) relaxes the marginal constraints: unbalanced OT with a KL penalty
+    of strength :math:`\rho = \mathrm{reach}^2`. Subclasses name the loss in
+    ``geomloss_name``; ``grl_strength`` is unused. The blur is the epoch's
+    ``schedule/blur``, logged once per epoch.
     """
 
     geomloss_name: str
@@ -58,6 +69,7 @@ class GeomLossAlignment(nn.Module):
     def __init__(self, cfg: AlignConfig, feature_dim: int) -> None:
         super().__init__()
         self.normalize_features = cfg.normalize_features
+        self.reach = cfg.reach
         self.diagnostics: dict[str, torch.Tensor] = {}
 
     def diameter(self, source: torch.Tensor, target: torch.Tensor, blur: float) -> float | None:
@@ -69,19 +81,28 @@ class GeomLossAlignment(nn.Module):
         points = torch.cat([source, target]).detach()
         return max(float((points.max(0).values - points.min(0).values).norm()), blur)
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
+    def forward(
+        self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float, source_masses: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
         divergence = SamplesLoss(
-            self.geomloss_name, p=2, blur=blur, scaling=self.scaling, diameter=self.diameter(source, target, blur), backend="tensorized"
+            self.geomloss_name, p=2, blur=blur, reach=self.reach, scaling=self.scaling,
+            diameter=self.diameter(source, target, blur), backend="tensorized",
         )
-        return divergence(source, target)
+        return divergence(masses_or_uniform(source, source_masses), source, uniform_masses(target), target)
 
 
 class SinkhornAlignment(GeomLossAlignment):
     r"""Debiased Sinkhorn divergence with cost :math:`\tfrac12\lVert x-y\rVert^2` and :math:`\varepsilon=\mathrm{blur}^2`.
 
     .. math:: S_\varepsilon(\alpha,\beta) = \mathrm{OT}_\varepsilon(\alpha,\beta)
-              - \tfrac12\mathrm{OT}_\varepsilon(\alpha,\alpha) - \tfrac12\mathrm{OT}_\varepsilon(\beta,\beta)
+              - \tfrac12\mathrm{OT}_\varepsilon(\alpha,\alpha) - \tfrac12\mathrm{OT}_\varepsilon(\beta,\beta),
+              \qquad \alpha = \sum_i a_i\delta_{x_i},\ \beta = \tfrac1m\sum_j\delta_{y_j}
+
+    with :math:`\mathrm{OT}_\varepsilon(\alpha,\beta) = \min_{P \in U(a, b)} \langle P, C\rangle
+    + \varepsilon\,\mathrm{KL}(P \,|\, a \otimes b)` (its value, not POT's transport part).
+    With ``cfg.reach`` the constraint :math:`P \in U(a, b)` becomes the penalty
+    :math:`\rho\,\mathrm{KL}(P1|a) + \rho\,\mathrm{KL}(P^\top 1|b)`, :math:`\rho = \mathrm{reach}^2`.
 
     Small blur -> Wasserstein-2 (squared, halved); blur much larger than the data ->
     :math:`\tfrac12\lVert\mu_s-\mu_t\rVert^2` (mean matching only).
@@ -96,6 +117,8 @@ class EnergyAlignment(GeomLossAlignment):
 
     .. math:: \tfrac12\lVert\alpha-\beta\rVert_k^2 = \mathbb{E}\lVert x-y\rVert
               - \tfrac12\mathbb{E}\lVert x-x'\rVert - \tfrac12\mathbb{E}\lVert y-y'\rVert
+
+    with :math:`x, x' \sim \alpha = \sum_i a_i\delta_{x_i}` and :math:`y, y'` uniform over the target.
     """
 
     geomloss_name = "energy"
@@ -104,8 +127,10 @@ class EnergyAlignment(GeomLossAlignment):
 class GaussianAlignment(GeomLossAlignment):
     r"""Half the (V-statistic) MMD², Gaussian kernel :math:`k(x,y)=\exp(-\lVert x-y\rVert^2/2\sigma^2)`, :math:`\sigma` = blur.
 
-    .. math:: \tfrac12\sum_{ii'}\tfrac{k(x_i,x_{i'})}{n^2} + \tfrac12\sum_{jj'}\tfrac{k(y_j,y_{j'})}{m^2}
-              - \sum_{ij}\tfrac{k(x_i,y_j)}{nm}
+    .. math:: \tfrac12\sum_{ii'}a_i a_{i'}\,k(x_i,x_{i'}) + \tfrac12\sum_{jj'}\tfrac{k(y_j,y_{j'})}{m^2}
+              - \sum_{ij}\tfrac{a_i\,k(x_i,y_j)}{m}
+
+    with source masses :math:`a` (uniform: :math:`a_i = 1/n`).
     """
 
     geomloss_name = "gaussian"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,11 +55,14 @@ class ConvergencePoll:
         return False
 
 
-def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The converged entropic OT plan between uniform marginals (no graph: a constant).
+def entropic_plan(
+    cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, tol: float, source_masses: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The converged entropic OT plan between the source masses and the uniform target (no graph: a constant).
 
     Solves :math:`\min_{P \in U(a, b)} \langle P, C\rangle - \varepsilon H(P)` with
-    :math:`a = 1/n`, :math:`b = 1/m` by log-domain Sinkhorn; with
+    :math:`a` = ``source_masses`` (n,) summing to 1 (:math:`1/n` when None; a zero
+    mass gives a zero row) and :math:`b = 1/m` by log-domain Sinkhorn; with
     :math:`M = -C/\varepsilon`, one iteration is
 
     .. math:: \log v_j \leftarrow \log b_j - \mathrm{LSE}_i(M_{ij} + \log u_i),\qquad
@@ -77,7 +81,7 @@ def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, t
     :math:`\varepsilon > 0`. The plan carries no graph: losses use it as a fixed
     weight.
 
-    Shapes: ``cost`` (n, m), ``epsilon`` scalar tensor -> (plan (n, m), the
+    Shapes: ``cost`` (n, m), ``epsilon`` scalar tensor, ``source_masses`` (n,) or None -> (plan (n, m), the
     iterations run until the passing check as a scalar tensor; the whole budget
     when ``tol`` was never reached).
     """
@@ -85,7 +89,8 @@ def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, t
     poll = ConvergencePoll(cost.device)
     with torch.no_grad():
         scaled = -cost.detach() / epsilon
-        log_a, log_b = -math.log(n), -math.log(m)
+        masses = cost.new_full((n,), 1.0 / n) if source_masses is None else source_masses.detach().to(cost.dtype)
+        log_a, log_b = masses.log(), -math.log(m)
         log_u, log_v = cost.new_zeros(n), cost.new_zeros(m)
         done = torch.zeros((), dtype=torch.bool, device=cost.device)
         iterations = torch.zeros((), dtype=torch.long, device=cost.device)
@@ -101,13 +106,14 @@ def entropic_plan(cost: torch.Tensor, epsilon: torch.Tensor, *, max_iter: int, t
             poll.push(done)
             if poll.seen():
                 break
-        plan = F.softmax(log_v[None, :] + scaled, dim=1) / n
+        plan = masses[:, None] * F.softmax(log_v[None, :] + scaled, dim=1)
     return plan, iterations
 
 
-def marginal_error(plan: torch.Tensor) -> torch.Tensor:
-    """Largest relative deviation of the plan's row and column sums from uniform (a scalar tensor)."""
+def marginal_error(plan: torch.Tensor, source_masses: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Largest deviation of the plan's row sums from the source masses (uniform when None) and of its column sums from uniform, relative to a uniform mass (a scalar tensor)."""
     n, m = plan.shape
-    rows = (plan.sum(1) * n - 1.0).abs().max()
+    masses = plan.new_full((n,), 1.0 / n) if source_masses is None else source_masses.to(plan.dtype)
+    rows = ((plan.sum(1) - masses) * n).abs().max()
     cols = (plan.sum(0) * m - 1.0).abs().max()
     return torch.maximum(rows, cols)

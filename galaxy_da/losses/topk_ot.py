@@ -13,13 +13,12 @@ entries, i.e. it pushed unmatched pairs apart.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from galaxy_da.losses.features import prepare_features
+from galaxy_da.losses.features import masses_or_uniform, prepare_features
 from galaxy_da.losses.sinkhorn import entropic_plan, marginal_error
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ def topk_ot_loss(
     source: torch.Tensor,
     target: torch.Tensor,
     *,
+    source_masses: Optional[torch.Tensor] = None,
     k: int = 5,
     epsilon: float = 0.05,
     epsilon_mode: str = "relative",
@@ -54,15 +54,24 @@ def topk_ot_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     r"""OT cost + soft-matching error + worst nearest-neighbour distances.
 
-    With :math:`C_{ij}=\lVert x_i-y_j\rVert^2` and the converged entropic plan
-    :math:`P^\star` (see :func:`entropic_plan`; :math:`\varepsilon` = ``epsilon`` x
+    With :math:`C_{ij}=\lVert x_i-y_j\rVert^2`, source masses :math:`a` =
+    ``source_masses`` (n,) summing to 1 (uniform :math:`1/n` when None) and the
+    converged entropic plan :math:`P^\star \in U(a, 1/m)` (see :func:`entropic_plan`:
+    the masses are the OT problem's marginal; :math:`\varepsilon` = ``epsilon`` x
     median(C) when ``epsilon_mode="relative"``, else ``epsilon``; either way a
     constant for the gradient):
 
     .. math::
         \mathcal{L} = w_c \langle P^\star, C\rangle
-            + w_m \tfrac{1}{nd}\lVert X - nP^\star Y\rVert_F^2
-            + w_k \tfrac{1}{k}\,\mathrm{topk}_k\big(\min_j C_{ij}\big)_i
+            + w_m \tfrac{1}{d}\sum_i a_i \lVert x_i - \bar y_i\rVert^2
+            + w_k \tfrac{1}{k}\,\mathrm{topk}_k\big(n a_i \min_j C_{ij}\big)_i,
+        \qquad \bar y_i = \tfrac{1}{a_i}\sum_j P^\star_{ij} y_j
+
+    (:math:`\bar y_i` the barycentric image of :math:`x_i`; with uniform masses the
+    match term is :math:`\tfrac{1}{nd}\lVert X - nP^\star Y\rVert_F^2` and the top-k
+    factors :math:`n a_i` are 1). A source sample of mass 0 has a zero plan row and
+    adds nothing to any term; in the top-k term each nearest distance counts in
+    proportion to its sample's mass relative to uniform.
 
     Gradients (the plan is a constant in all three terms):
 
@@ -73,7 +82,7 @@ def topk_ot_loss(
       is pushed apart. Its value is the transport part :math:`\langle P^\star, C\rangle`.
     - **match term**: the plan is a fixed soft assignment, as in DeepJDOT's
       alternating scheme (Damodaran et al. 2018): with residual
-      :math:`R = X - nP^\star Y`, :math:`\partial/\partial X = \tfrac{2}{nd}R` and
+      :math:`R_i = x_i - \bar y_i`, :math:`\partial/\partial x_i = \tfrac{2 a_i}{d}R_i` and
       :math:`\partial/\partial Y = -\tfrac{2}{d}P^{\star\top}R`. Each source point moves
       toward its barycentric image and the targets toward the sources they
       receive. Differentiating the plan too would reward reshaping the
@@ -85,24 +94,26 @@ def topk_ot_loss(
     target squared distances. Computed in float64; the loss is returned in the
     input dtype.
 
-    Shapes: ``source`` (n, d), ``target`` (m, d) -> (scalar loss, diagnostics) with
+    Shapes: ``source`` (n, d), ``target`` (m, d), ``source_masses`` (n,) or None -> (scalar loss, diagnostics) with
     diagnostics ``ot_cost``, ``match_mse``, ``topk``, ``marginal_error``,
     ``epsilon`` and ``iterations``, each a detached scalar tensor on the input's
     device (read by the trainer once per epoch, never per step).
     """
     x, y = source.double(), target.double()
+    masses = masses_or_uniform(x, source_masses)
     cost = squared_distances(x, y)
     eps = EPSILON_MODES[epsilon_mode](epsilon, cost)
-    plan, iterations = entropic_plan(cost, eps, max_iter=max_iter, tol=tol)
+    plan, iterations = entropic_plan(cost, eps, max_iter=max_iter, tol=tol, source_masses=masses)
     ot_cost = (plan * cost).sum()
-    match_mse = F.mse_loss(x, len(x) * plan @ y)
-    topk = cost.min(dim=1).values.topk(min(k, len(x))).values.mean()
+    images = plan @ y / masses.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
+    match_mse = (masses * (x - images).pow(2).mean(dim=1)).sum()
+    topk = (len(x) * masses * cost.min(dim=1).values).topk(min(k, len(x))).values.mean()
     loss = cost_weight * ot_cost + match_weight * match_mse + topk_weight * topk
     diagnostics = {
         "ot_cost": ot_cost.detach(),
         "match_mse": match_mse.detach(),
         "topk": topk.detach(),
-        "marginal_error": marginal_error(plan),
+        "marginal_error": marginal_error(plan, masses),
         "epsilon": eps.detach(),
         "iterations": iterations,
     }
@@ -114,8 +125,9 @@ class TopKOTLoss(nn.Module):
 
     Registered as alignment method ``"topk_ot"``; the trainer also adds it on top
     of another method when ``cfg.ot.weight > 0``. ``blur`` and ``grl_strength`` are
-    accepted for the common interface and unused. Features are L2-normalised first
-    when ``cfg.normalize_features``. Shapes: (n, d), (m, d) -> scalar.
+    accepted for the common interface and unused; ``source_masses`` (n,) or None
+    are the source marginal. Features are L2-normalised first when
+    ``cfg.normalize_features``. Shapes: (n, d), (m, d) -> scalar.
     """
 
     def __init__(self, cfg: AlignConfig, feature_dim: int) -> None:
@@ -133,7 +145,9 @@ class TopKOTLoss(nn.Module):
         )
         self.diagnostics: dict[str, torch.Tensor] = {}
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float) -> torch.Tensor:
+    def forward(
+        self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float, source_masses: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
-        loss, self.diagnostics = topk_ot_loss(source, target, **self.options)
+        loss, self.diagnostics = topk_ot_loss(source, target, source_masses=source_masses, **self.options)
         return loss
