@@ -1,4 +1,4 @@
-"""``galaxy-da ingest``: convert the original TNG50 / GZ2 layout into shards."""
+"""``galaxy-da ingest``: convert the original TNG50 / GZ2 (or Galaxy Zoo DESI) layout into shards."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from galaxy_da.data.ingest import TARGET_LAYOUTS
+
     parser.add_argument("--source-images", required=True, type=Path, help="folder of subhalo_<id>.png (TNG50)")
     parser.add_argument("--source-labels", required=True, type=Path, help="source_galaxy_labels.csv or .json")
-    parser.add_argument("--target-images", required=True, type=Path, help="folder of <asset_id>.jpg (GZ2)")
-    parser.add_argument("--target-labels", required=True, type=Path, help="gz2_galaxy_labels*.csv or .json")
+    parser.add_argument("--target-images", required=True, type=Path, help="folder of <asset_id>.jpg (GZ2) or of the GZ DESI pngs")
+    parser.add_argument("--target-labels", required=True, type=Path, help="gz2_galaxy_labels*.csv or .json, or gz_desi_labels.csv")
+    parser.add_argument(
+        "--target-survey", choices=list(TARGET_LAYOUTS), default=None,
+        help="the target table's layout and the survey it becomes (data.target): sdss (GZ2) or desi (GZ DESI); "
+        "default: desi when the table has a dataset_name column, else sdss",
+    )
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     parser.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE")
     parser.add_argument("--seed", type=int, default=0, help="split seed")
@@ -26,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     report = ingest(
         args.source_images, args.source_labels, args.target_images, args.target_labels, args.out,
         size=args.size, seed=args.seed, max_reject_fraction=args.max_reject_fraction,
-        shard_rows=args.shard_rows, overwrite=args.overwrite,
+        shard_rows=args.shard_rows, overwrite=args.overwrite, target_survey=args.target_survey,
     )
     print(report.summary())
     if not report.ok(args.max_reject_fraction):

@@ -6,10 +6,21 @@ The original layout (Zenodo record 17434016, label tables as in
 - source: a TNG50 folder of ``subhalo_<subhalo_id>.png`` and a label table
   ``source_galaxy_labels.csv|json`` (image_path, subhalo_id, mass, star_forming,
   has_agn, is_compact, metallicity, classification, is_metalrich);
-- target: a GZ2 folder of ``<asset_id>.jpg`` and ``gz2_galaxy_labels*.csv|json``
-  whose ``subhalo_id`` column holds the file name (subhalo_id, objid, mass,
-  star_forming, has_agn, classification; the JSON adds a nested ``metrics``
-  dict of GZ2 vote fractions, flattened here to ``metrics.<name>`` columns).
+- target, one survey per ingest (:data:`TARGET_LAYOUTS`, ``--target-survey``):
+
+  - ``sdss``: a GZ2 folder of ``<asset_id>.jpg`` and ``gz2_galaxy_labels*.csv|json``
+    whose ``subhalo_id`` column holds the file name (subhalo_id, objid, mass,
+    star_forming, has_agn, classification; the JSON adds a nested ``metrics``
+    dict of GZ2 vote fractions, flattened here to ``metrics.<name>`` columns);
+  - ``desi``: a Galaxy Zoo DESI folder of png files and ``gz_desi_labels.csv``
+    whose ``subhalo_id`` column holds the png name (subhalo_id, dataset_name, ra,
+    dec, classification); a row whose ``dataset_name`` is not ``gz_desi`` is
+    rejected (``other_dataset``).
+
+  Without ``--target-survey`` the survey is told from the table: a
+  ``dataset_name`` column means ``desi``, none means ``sdss``. The manifest's
+  ``targets`` records the survey's facts (:mod:`galaxy_da.data.surveys`) and the
+  class prior of the rows written; ``data.target`` names it.
 
 Every row of a label table is either written or listed in ``<out>.rejects.csv``
 with its reason; nothing is dropped silently. Rows keep label-file order and
@@ -21,149 +32,27 @@ known: N x 3 x size x size bytes (about 0.9 GB for the full tables at 224 px).
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from galaxy_da.data.ingest_layouts import CLASS_COLUMN, SOURCE_LAYOUT, TARGET_LAYOUTS, DomainLayout, detect_target_survey
+from galaxy_da.data.label_tables import EXTRA_CELLS, coerce_column, field_text, infer_arrow_type, read_label_table, typed_value
 from galaxy_da.data.schema import CLASS_NAMES, CORE_COLUMNS, DOMAINS
 from galaxy_da.data.splits import assign_splits
+from galaxy_da.data.surveys import SURVEYS
 from galaxy_da.data.writer import DatasetWriter, sha256_file
 
-CLASS_COLUMN = "classification"
 IMAGE_FILE_COLUMN = "image_file"  # the image's file name inside its folder, added to every row
-EXTRA_CELLS = "__extra_cells__"  # csv.DictReader's key for cells beyond the header
 REJECT_COLUMNS = ("domain", "row", "object_id", "image", "reason", "detail")
-INT64_RANGE = (-(2**63), 2**63 - 1)
-
-
-# ---------------------------------------------------------------- layouts
-@dataclass(frozen=True)
-class DomainLayout:
-    """How one domain's label table names its galaxies and image files."""
-
-    id_column: str
-    image_file: Callable[[str], str]  # id value -> file name inside the image folder
-    object_id: Callable[[str], str]  # id value -> dataset object_id
-    dropped_columns: tuple[str, ...]  # label columns consumed into core columns
-    renamed_columns: dict[str, str] = field(default_factory=dict)  # label column -> metadata column
-
-
-LAYOUTS: dict[str, DomainLayout] = {
-    "source": DomainLayout(
-        id_column="subhalo_id",
-        image_file=lambda subhalo_id: f"subhalo_{subhalo_id}.png",
-        object_id=lambda subhalo_id: f"tng50_{subhalo_id}",
-        dropped_columns=(CLASS_COLUMN,),
-        # the original code ignores this column and builds the path from subhalo_id
-        renamed_columns={"image_path": "original_image_path"},
-    ),
-    "target": DomainLayout(
-        id_column="subhalo_id",  # holds "<asset_id>.jpg", despite its name
-        image_file=lambda file_name: file_name,
-        object_id=lambda file_name: f"gz2_{Path(file_name).stem}",
-        dropped_columns=(CLASS_COLUMN, "subhalo_id"),
-    ),
-}
-
-
-# ---------------------------------------------------------------- label tables
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts become dotted columns: ``{"metrics": {"odd_prob": p}}`` -> ``{"metrics.odd_prob": p}``."""
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, restkey=EXTRA_CELLS))
-
-
-def _read_json(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        records = json.load(handle)
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ValueError(f"{path}: expected a JSON list of records (objects)")
-    return [_flatten(record) for record in records]
-
-
-LABEL_READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {".csv": _read_csv, ".json": _read_json}
-
-
-def read_label_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """Return ``(columns, records)``: columns in first-appearance order, one dict per row."""
-    path = Path(path)
-    reader = LABEL_READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ValueError(f"{path}: unsupported label file type; expected one of {sorted(LABEL_READERS)}")
-    records = reader(path)
-    columns = list(dict.fromkeys(key for record in records for key in record if key != EXTRA_CELLS))
-    return columns, records
-
-
-def field_text(value: Any) -> str | None:
-    """A core field as stripped text; ``None`` when missing or empty."""
-    text = None if value is None else str(value).strip()
-    return text or None
-
-
-def typed_value(value: Any) -> Any:
-    """A metadata cell as bool / int / float / str / None.
-
-    Text (every CSV cell, and JSON strings) that spells a boolean
-    (``true``/``false``, any case) or a number is read as one; empty text is None.
-    """
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text:
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
-
-
-def infer_arrow_type(values: list[Any]) -> pa.DataType:
-    """The narrowest of bool / int64 / float64 that holds every non-null value, else string.
-
-    Integers beyond int64 make a string column rather than a lossy float64 one.
-    """
-    present = [v for v in values if v is not None]
-    kinds = {type(v) for v in present}
-    if kinds == {bool}:
-        return pa.bool_()
-    if any(isinstance(v, int) and not INT64_RANGE[0] <= v <= INT64_RANGE[1] for v in present):
-        return pa.string()
-    if kinds == {int}:
-        return pa.int64()
-    if kinds and kinds <= {int, float}:
-        return pa.float64()
-    return pa.string()
-
-
-def coerce_column(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
-    """Values ready for ``pa.array(values, arrow_type)`` (string columns stringify mixed values)."""
-    if arrow_type == pa.string():
-        return [None if v is None else str(v) for v in values]
-    return values
 
 
 # ---------------------------------------------------------------- images
@@ -290,15 +179,22 @@ def metadata_columns(layout: DomainLayout, columns: list[str]) -> dict[str, str]
 
 
 class DomainIngest:
-    """Validate and decode one domain's label table into ``DomainRows`` + rejects."""
+    """Validate and decode one domain's label table into ``DomainRows`` + rejects.
 
-    def __init__(self, domain: str, images_dir: Path, labels_path: Path):
+    The source's layout, or target survey ``survey``'s (:data:`TARGET_LAYOUTS`;
+    default: the survey told from the table's columns).
+    """
+
+    def __init__(self, domain: str, images_dir: Path, labels_path: Path, survey: str | None = None):
         self.domain = domain
-        self.layout = LAYOUTS[domain]
         self.images_dir = Path(images_dir)
         self.labels_path = Path(labels_path)
         columns, self.records = read_label_table(self.labels_path)
-        missing = [c for c in (self.layout.id_column, CLASS_COLUMN) if c not in columns]
+        self.survey = None if domain == "source" else survey or detect_target_survey(columns)
+        if self.survey is not None and self.survey not in TARGET_LAYOUTS:
+            raise ValueError(f"--target-survey {self.survey!r}: unknown; choose from {', '.join(TARGET_LAYOUTS)}")
+        self.layout = SOURCE_LAYOUT if self.survey is None else TARGET_LAYOUTS[self.survey]
+        missing = [c for c in self.layout.required_columns if c not in columns]
         if missing:
             raise ValueError(f"{self.labels_path}: missing column(s) {missing}; found {columns}")
         self.columns = metadata_columns(self.layout, columns)
@@ -326,6 +222,9 @@ class DomainIngest:
                 if object_id in first_row_of:
                     raise Rejection("duplicate_id", f"same object_id as row {first_row_of[object_id]}")
                 first_row_of[object_id] = index
+                for column, expected in self.layout.fixed_values.items():
+                    if field_text(record.get(column)) != expected:
+                        raise Rejection("other_dataset", f"{column} {record.get(column)!r}, expected {expected!r}")
                 class_name = field_text(record.get(CLASS_COLUMN))
                 if class_name is None:
                     raise Rejection("missing_field", f"empty {CLASS_COLUMN}")
@@ -348,6 +247,7 @@ class DomainIngest:
 
     def provenance(self) -> dict[str, Any]:
         return {
+            **({} if self.survey is None else {"survey": self.survey}),
             "images": str(self.images_dir),
             "labels": str(self.labels_path),
             "labels_file": self.labels_path.name,
@@ -370,8 +270,12 @@ def ingest(
     shard_rows: int = 1024,
     overwrite: bool = False,
     progress: bool = True,
+    target_survey: str | None = None,
 ) -> IngestReport:
     """Convert the original image folders + label tables into a dataset at ``out``.
+
+    The target table is read with the layout of ``target_survey`` (``sdss``,
+    ``desi``; default: told from its columns) and written as that target survey.
 
     Bad rows never raise: they go to ``<out>.rejects.csv`` (columns
     domain, row, object_id, image, reason, detail) and to the manifest's
@@ -389,7 +293,7 @@ def ingest(
     progress = progress and not os.environ.get("GALAXY_DA_NO_PROGRESS")
     domains = {
         "source": DomainIngest("source", source_images, source_labels),
-        "target": DomainIngest("target", target_images, target_labels),
+        "target": DomainIngest("target", target_images, target_labels, target_survey),
     }
     image_shape = (3, size, size) if size is not None else None
     decoded: dict[str, DomainRows] = {}
@@ -416,6 +320,8 @@ def ingest(
         **{domain: domains[domain].provenance() for domain in DOMAINS},
         "rejects": {"count": len(rejects), "by_reason": report.rejects_by_reason(), "file": report.rejects_path.name},
     }
+    survey = domains["target"].survey
+    accepted_counts = [report.accepted["target"][name] for name in CLASS_NAMES]
     with DatasetWriter(
         out,
         image_shape=image_shape,
@@ -423,6 +329,7 @@ def ingest(
         provenance=provenance,
         metadata={domain: domains[domain].types for domain in DOMAINS},
         overwrite=overwrite,
+        targets={survey: SURVEYS[survey].manifest_entry(accepted_counts, CLASS_NAMES, labels_file=domains["target"].labels_path.name)},
     ) as writer:
         for domain in DOMAINS:
             rows = decoded.pop(domain)  # free each domain's images once written
@@ -440,6 +347,7 @@ def ingest(
                         name: coerce_column(values[chunk], domains[domain].types[name])
                         for name, values in rows.metadata.items()
                     },
+                    target=domains[domain].survey,
                 )
     write_rejects(report.rejects_path, rejects)
     if progress:
