@@ -10,7 +10,12 @@ ssh) can run it::
 Rank 0 starts a Ray head (``ray start --block``) on ``HOST``'s address, waits
 until all ``N`` nodes have joined, runs the command with ``RAY_ADDRESS`` set to
 the head, then stops its node; the others start workers that join the head
-and stop when the head goes. Ray's token authentication is on: the token comes
+and stop when the head goes. ``HOST``'s address is never a loopback one on
+several nodes (:func:`head_ip`: Debian maps a host's own name to 127.0.1.1). A
+worker takes the head as gone only after :data:`HEAD_GONE_AFTER_S` without an
+answer (a probe that times out under load is retried), and then stops its node
+at once: Ray's SIGTERM handler would first wait out a 30 s drain for a GCS that
+is no longer there. Ray's token authentication is on: the token comes
 from ``RAY_AUTH_TOKEN`` when it is set (every task inherits the environment),
 else from ``~/.ray/auth_token`` on a shared home (rank 0 creates it). Each node
 keeps Ray's files in its own temporary folder, so other Ray instances on the
@@ -20,6 +25,7 @@ same host are neither joined nor stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -30,11 +36,46 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
+
+from galaxy_da.sweep.hosts import is_loopback
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the ray CLI of this environment
 JOIN_TIMEOUT_S = 300.0  # how long the head waits for the workers, and a worker for the head
+HEAD_GONE_AFTER_S = 30.0  # a worker stops once the head has not answered for this long in a row
 POLL_S = 2.0
+
+
+class HeadAddressError(ValueError):
+    """``--head`` names no address the other nodes can reach."""
+
+
+def outward_address(target: str = "8.8.8.8") -> Optional[str]:
+    """The address of the interface that routes toward ``target`` (as Ray picks a node's IP; a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((target, 53))
+        except OSError:  # no route: an isolated network
+            return None
+        return probe.getsockname()[0]
+
+
+def head_ip(head_host: str, num_nodes: int, outward: Callable[[], Optional[str]] = outward_address) -> str:
+    """The head's address, for the head to bind and the workers to join.
+
+    ``head_host`` resolved, unless that is a loopback address on a job of several
+    nodes: then the name is this machine's own (Debian's ``/etc/hosts`` maps it to
+    127.0.1.1, where no other host reaches it), and its address is the one of the
+    interface that routes outward. Without such an interface, refused.
+    """
+    resolved = socket.gethostbyname(head_host)
+    if num_nodes == 1 or not is_loopback(resolved):
+        return resolved
+    address = outward()
+    if address is None or is_loopback(address):
+        raise HeadAddressError(f"--head {head_host}: resolves to the loopback address {resolved} here, which the other nodes "
+                               "cannot reach, and this host has no outward route; pass the head's cluster address (--head 10.0.0.1)")
+    return address
 
 
 def answers(ip: str, port: int) -> bool:
@@ -52,6 +93,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = JOIN
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not after {timeout_s:.0f} s")
         time.sleep(POLL_S)
+
+
+def wait_while_head_answers(ip: str, port: int, gone_after_s: float = HEAD_GONE_AFTER_S, poll_s: float = POLL_S) -> None:
+    """Return once the head at ``ip:port`` has not answered for ``gone_after_s`` in a row; any answer restarts the count."""
+    last_answer = time.monotonic()
+    while time.monotonic() - last_answer < gone_after_s:
+        time.sleep(poll_s)
+        if answers(ip, port):
+            last_answer = time.monotonic()
 
 
 @dataclass
@@ -72,13 +122,24 @@ class RayNode:
         self.process = subprocess.Popen(command)
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """SIGTERM (Ray drains the node, then stops it) while the head answers; else, or after ``timeout_s``, :meth:`kill`."""
+        ip, port = self.address.rsplit(":", 1)
+        if answers(ip, int(port)):
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout_s)
+        self.kill()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL to the node's processes: ``ray start --block`` leads a process group of its own (Ray's reaper makes it)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(self.process.pid) == self.process.pid:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                else:
+                    self.process.kill()
+        self.process.wait()
 
     def __enter__(self) -> "RayNode":
         self.start()
@@ -109,7 +170,7 @@ def use_token_auth(is_head: bool) -> None:
 
 def run_node(rank: int, num_nodes: int, head_host: str, port: int, command: list[str], cwd: str, num_cpus: int, num_gpus: int) -> int:
     """This task's part: a worker until the head goes, or the head that runs ``command``; its exit status."""
-    ip = socket.gethostbyname(head_host)
+    ip = head_ip(head_host, num_nodes)
     address = f"{ip}:{port}"
     is_head = rank == 0
     use_token_auth(is_head)
@@ -117,7 +178,7 @@ def run_node(rank: int, num_nodes: int, head_host: str, port: int, command: list
         wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
     with RayNode(address, is_head, num_cpus, num_gpus):
         if not is_head:
-            wait_until(lambda: not answers(ip, port), "the sweep's end", timeout_s=float("inf"))
+            wait_while_head_answers(ip, port)
             return 0
         wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
         resources = wait_for_nodes(address, num_nodes)
@@ -138,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command rank 0 runs after --")
-    return run_node(args.rank, args.nodes, args.head, args.port, command, os.getcwd(), args.num_cpus, args.num_gpus)
+    try:
+        return run_node(args.rank, args.nodes, args.head, args.port, command, os.getcwd(), args.num_cpus, args.num_gpus)
+    except HeadAddressError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""The node script's head: its address, how a worker decides it is gone, and how the worker then stops.
+
+Real sockets on 127.0.0.1 stand for the head's GCS port. The node being
+stopped is a real process laid out as ``ray start --block`` lays itself out: the
+leader of its own process group, with a child in it, and a SIGTERM handler that
+stalls (Ray's handler first drains the node, waiting up to 30 s for the GCS).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from galaxy_da.sweep.hosts import is_loopback
+from galaxy_da.sweep.nodes import HeadAddressError, RayNode, head_ip, main, outward_address, wait_while_head_answers
+
+
+def listener(port: int = 0) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    return sock
+
+
+def closed_port() -> int:
+    sock = listener()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_a_worker_rides_out_a_head_that_misses_probes_and_stops_once_it_is_gone():
+    head = listener()
+    port = head.getsockname()[1]
+    timeline = {}
+
+    def blip_then_go():
+        time.sleep(0.5)
+        head.close()  # the head misses several probes (a loaded host)...
+        time.sleep(1.0)
+        again = listener(port)  # ...and answers again
+        time.sleep(1.0)
+        again.close()  # gone for good
+        timeline["gone"] = time.monotonic()
+
+    threading.Thread(target=blip_then_go, daemon=True).start()
+    wait_while_head_answers("127.0.0.1", port, gone_after_s=2.0, poll_s=0.1)
+    stopped = time.monotonic()
+    assert "gone" in timeline, "the worker stopped during the blip"
+    assert 1.5 <= stopped - timeline["gone"] < 6.0
+
+
+def test_the_heads_name_resolves_as_written_when_it_is_not_loopback():
+    assert head_ip("10.213.0.1", num_nodes=3) == "10.213.0.1"
+    assert head_ip("localhost", num_nodes=1) == "127.0.0.1"  # one node: nobody else needs to reach it
+
+
+def test_a_loopback_head_address_becomes_the_outward_interface_on_several_nodes():
+    outward = outward_address()
+    if outward is None:
+        pytest.skip("this machine has no outward route")
+    assert not is_loopback(outward)
+    for name in ("127.0.1.1", "localhost"):  # 127.0.1.1: what Debian's /etc/hosts gives a host's own name
+        assert head_ip(name, num_nodes=3) == outward
+
+
+def test_a_loopback_head_address_without_an_outward_route_is_refused_in_one_line(capsys):
+    with pytest.raises(HeadAddressError, match=r"^--head localhost: resolves to the loopback address 127.0.0.1 .*--head 10.0.0.1"):
+        head_ip("localhost", num_nodes=2, outward=lambda: None)
+    if outward_address() is None:
+        with pytest.raises(SystemExit) as exit:
+            main(["--rank", "1", "--nodes", "2", "--head", "localhost", "--", "true"])
+        assert exit.value.code == 2 and "--head localhost" in capsys.readouterr().err.splitlines()[-1]
+
+
+STALLING_NODE = """
+import os, signal, subprocess, sys, time
+os.setpgrp()  # as Ray's reaper does in `ray start --block`
+child = subprocess.Popen(["sleep", "120"])
+signal.signal(signal.SIGTERM, lambda *_: time.sleep(120))  # a drain that waits for a GCS that is gone
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def stalling_node(address: str, tmp_path) -> tuple[RayNode, int]:
+    node = RayNode(address, is_head=False, num_cpus=1, num_gpus=0)
+    node.temp_dir = str(tmp_path / "ray-node")
+    os.makedirs(node.temp_dir)
+    node.process = subprocess.Popen([sys.executable, "-c", STALLING_NODE], stdout=subprocess.PIPE, text=True)
+    child = int(node.process.stdout.readline())
+    return node, child
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] == "Z"  # a zombie is gone too (its parent reaps it)
+
+
+def test_a_worker_whose_head_is_gone_stops_its_node_at_once(tmp_path):
+    node, child = stalling_node(f"127.0.0.1:{closed_port()}", tmp_path)
+    began = time.monotonic()
+    node.stop(timeout_s=60)
+    assert time.monotonic() - began < 5  # no SIGTERM, no drain: the whole process group is killed
+    assert node.process.returncode == -signal.SIGKILL and gone(child)
+    assert not os.path.exists(node.temp_dir)
+
+
+def test_a_node_whose_head_answers_is_stopped_through_rays_handler_first(tmp_path):
+    head = listener()
+    try:
+        node, child = stalling_node(f"127.0.0.1:{head.getsockname()[1]}", tmp_path)
+        began = time.monotonic()
+        node.stop(timeout_s=1.5)
+        assert time.monotonic() - began >= 1.5  # SIGTERM, and the drain had its time
+        assert node.process.returncode == -signal.SIGKILL and gone(child)
+    finally:
+        head.close()
