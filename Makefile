@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synth
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui cluster-deps cluster-test clean
+.PHONY: install demo test test-fast ui ui-deps ui-check cluster-deps cluster-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,19 @@ cluster-test: $(STAMP)
 	GALAXY_DA_CLUSTER_TEST=require $(VENV)/bin/pytest -m cluster tests/test_multihost.py $(PYTEST_ARGS)
 
 # The MLflow UI on the project's store (mlflow/mlflow.db); PORT=5001 make ui for another port.
+# The link opens MLflow's "Model training" mode (a bare link opens GenAI); a sweep prints its own view's link.
 ui: $(STAMP)
-	@echo "MLflow UI of mlflow/mlflow.db: http://127.0.0.1:$${PORT:-5000}  (Ctrl-C stops it)"
+	@echo "MLflow UI of mlflow/mlflow.db: http://127.0.0.1:$${PORT:-5000}/#/experiments?workflowType=machine_learning  (Ctrl-C stops it)"
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow/serve.sh
+
+# Debian's Chromium (as root), for the MLflow UI check in headless Chromium; Playwright (test extra) drives it.
+ui-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+# The MLflow UI check with screenshots (bench/results/ui/): a 3-trial smoke sweep, its view opened in Chromium.
+ui-check: $(STAMP)
+	$(PY) bench/ui_screenshots.py
 
 clean:
 	rm -rf $(VENV) data/synth data/synth.partial mlflow/mlflow.db mlflow/artifacts

@@ -32,6 +32,12 @@ EPOCH_METRIC = "train/loss"  # logged once per epoch by every trial, last: the e
 PARAM_VALUE_LIMIT = 6000
 SCORED_ON_TAG = "scored_on"  # what a trial's epoch scores were computed on (subsampled or full splits)
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)"  # every --tracking-uri flag
+# MLflow's experiment kind for classic ML and deep learning ("Model training" in its UI; the other kind is GenAI).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves the project's store (PORT=... make ui for another port)
+# Logged first in every batch: MLflow's compare-runs page plots, by default, the first metric the first
+# selected run logged (when every selected run has it), and a trial's first epoch would otherwise lead with lr.
+LEAD_METRICS = ("best/score",)
 
 
 def default_tracking_uri() -> str:
@@ -52,6 +58,11 @@ def ui_command(tracking_uri: str) -> str:
         return f"open {tracking_uri}"
     mlflow = Path(sys.executable).with_name("mlflow")
     return f"{mlflow if mlflow.exists() else 'mlflow'} ui --backend-store-uri {tracking_uri}"
+
+
+def ui_address(tracking_uri: str) -> str:
+    """The MLflow UI's address for ``tracking_uri``: a tracking server is its own UI, a local store is served by ``make ui``."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else UI_ADDRESS
 
 
 def artifact_root_for(tracking_uri: str) -> Optional[str]:
@@ -197,11 +208,11 @@ class RunTracker:
         self._log_points([(key, value, step) for key, value in numeric_metrics(metrics).items()])
 
     def _log_points(self, points: list[tuple[str, float, int]]) -> None:
-        """(key, value, step) triples in batches (MLflow caps one batch at 1000 metrics)."""
+        """(key, value, step) triples in batches (MLflow caps one batch at 1000 metrics), :data:`LEAD_METRICS` first."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, step) for key, value, step in points]
+        metrics = [Metric(key, float(value), now, step) for key, value, step in sorted(points, key=lambda point: point[0] not in LEAD_METRICS)]
         for start in range(0, len(metrics), 900):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 900])
 
@@ -210,14 +221,24 @@ class RunTracker:
 
 
 def ensure_experiment(client, name: str, tracking_uri: str) -> str:
-    """Get or create ``name``, with artifacts beside a local sqlite store."""
+    """Get or create ``name``, with artifacts beside a local sqlite store, tagged as MLflow's model-training kind.
+
+    An experiment created before it was tagged gets the tag now; one that names another kind keeps it.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+            except MlflowException:  # another process tagged it at the same moment
+                pass
         return experiment.experiment_id
     root = artifact_root_for(tracking_uri)
     location = f"{root}/{name}" if root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except Exception:  # another process created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

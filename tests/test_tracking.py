@@ -69,3 +69,25 @@ def test_train_loss_goes_last_in_a_batch_of_its_own(tmp_path):
     tracker.client = FailingStore(tracker.client, fail_on=0)
     tracker.log_epoch(big_epoch(0, 1.0))
     assert [len(batch) for batch in tracker.client.batches] == [900, 101, 1] and tracker.client.batches[-1] == [EPOCH_METRIC]
+
+
+def test_experiments_are_model_training_experiments_and_an_untagged_one_is_tagged(tmp_path):
+    """MLflow's UI classifies an experiment by its kind tag; one made before this tag existed gets it, another kind stays."""
+    from galaxy_da.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, ensure_experiment, mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    fresh = ensure_experiment(client, "fresh", uri)
+    old = client.create_experiment("old")
+    genai = client.create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("old", "genai"):
+        ensure_experiment(client, name, uri)
+    kinds = {id_: client.get_experiment(id_).tags.get(EXPERIMENT_KIND_TAG) for id_ in (fresh, old, genai)}
+    assert kinds == {fresh: MODEL_TRAINING_KIND, old: MODEL_TRAINING_KIND, genai: "genai_development"}
+
+
+def test_a_trial_logs_its_sweep_score_before_its_other_metrics(tmp_path):
+    """MLflow's compare-runs page plots the first metric a run logged; an epoch record starts with lr."""
+    tracker = RunTracker(load_config(None, {"tracking.experiment": "lead"}), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.log_epoch({"epoch": 0, "lr": 0.003, "src_val/acc": 0.5, "best/score": 0.4, EPOCH_METRIC: 1.0})
+    assert list(tracker.client.get_run(tracker.run_id).data.metrics)[0] == "best/score"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import socket
 import sqlite3
 import urllib.request
@@ -224,8 +225,26 @@ def test_a_trial_run_is_named_after_what_it_varied():
         "model.class_scales": {"choice": [True, False]},
     }
     sampled = {"optim.lr": 0.003, "align.topk": 8, "align": "laplacian", "schedules.align_weight": "cosine", "model.class_scales": False}
-    assert trial_run_name(space, sampled) == "laplacian·k8·cosine·lr3e-3·no-class_scales"
+    assert trial_run_name(space, sampled) == "lap·k8·lr3e-3·no-class_scales·cos"
     assert trial_run_name({"optim.lr": {"uniform": [0.1, 1]}}, {"optim.lr": 0.5}) == "lr0.5"
+
+
+def test_a_topk_trial_name_leads_with_the_method_and_fits_the_ui_column():
+    """sweeps/topk.py lists k, then the schedule, then the method: the name puts the method first whatever the
+    space's order, the backbone next, schedules last, its labels shortened: at most 23 characters (the sweep's view
+    shows 25 in its Run Name column, bench/ui_screenshots.py checks it)."""
+    from galaxy_da.sweep.naming import trial_run_name
+
+    space = runpy.run_path(str(Path(__file__).resolve().parents[1] / "sweeps" / "topk.py"), run_name="topk")["SPACE"]
+    names = {
+        trial_run_name(space, {"align.topk": k, "schedules.align_weight": schedule, "align": method})
+        for k in space["align.topk"]["choice"] for schedule in space["schedules.align_weight"]["choice"] for method in space["align"]["choice"]
+    }
+    assert "lap+topk·k1·lin-0-0.5" in names and "topk_ot·k20·const-0.1" in names
+    assert {name.split("·")[0] for name in names} == {"lap+topk", "sink+topk", "topk_ot"}
+    assert max(len(name) for name in names) <= 23
+    reordered = {"schedules.blur": {"choice": ["a"]}, "model": {"choice": {"cnn": {"backbone": "cnn"}}}, "align.method": {"choice": ["sinkhorn"]}}
+    assert trial_run_name(reordered, {"schedules.blur": "a", "model": "cnn", "align.method": "sinkhorn"}) == "sink·cnn·a"
 
 
 def test_the_summary_points_at_commands_that_outlive_the_sweep(tmp_path):
@@ -243,3 +262,5 @@ def test_the_summary_points_at_commands_that_outlive_the_sweep(tmp_path):
         f"report the sweep:   galaxy-da report --sweep {'a' * 32}",
     ]
     assert "http://" not in steps
+    view = "http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=x&workflowType=machine_learning"
+    assert next_steps(result, "smoke-sweeps", "sweep-topk-smoke", view).splitlines()[1].startswith(f"compare the trials: {view}")

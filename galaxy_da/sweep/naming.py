@@ -1,18 +1,26 @@
-"""A trial's MLflow run name: what the trial varied, short enough to read in a list of runs.
+"""A trial's MLflow run name: what the trial varied, method first, short enough for the UI's default column.
 
-``{"align": "laplacian+topk", "align.topk": 8, "schedules.align_weight": "cosine", "optim.lr": 0.003}``
-becomes ``laplacian+topk·k8·cosine·lr3e-3``, in the order of the sweep's space:
+``{"align.topk": 1, "schedules.align_weight": "linear-0-0.5", "align": "laplacian+topk"}`` (the
+space of ``sweeps/topk.py``) becomes ``lap+topk·k1·lin-0-0.5``:
 
-- a named option or a string is its label (``laplacian+topk``, ``resnet18``);
-- a number is the key's short name (:data:`SHORT_NAMES`, else the last part of
-  its path) followed by the value in its shortest form (``k8``, ``lr3e-3``, ``seed2``);
+- the parts come in a stable order, by :func:`name_rank` (the method, then the backbone, then
+  every other knob, schedules last), ties in the order of the sweep's space: what a reader
+  compares first stays readable when the UI cuts the name;
+- a named option or a string is its label, each word of it shortened by :data:`ABBREVIATIONS`
+  (``laplacian+topk`` -> ``lap+topk``, ``linear-0-0.5`` -> ``lin-0-0.5``);
+- a number is the key's short name (:data:`SHORT_NAMES`, else the last part of its path)
+  followed by the value in its shortest form (``k8``, ``lr3e-3``, ``seed2``);
 - a boolean is the short name when true and ``no-<short name>`` when false.
 
-Runs of the base config are then told apart in the MLflow UI by what differs.
+MLflow 3.17's runs table cuts a nested run's name after about 17 characters (its
+default Run Name column; ``bench/ui_screenshots.py`` measures it). The sweep's own
+view of the experiment (:mod:`galaxy_da.sweep.ui_view`) widens the column, so the
+whole name shows there. A PBT member renamed after a copy gets its name from here too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from galaxy_da.sweep.space import Space
@@ -26,6 +34,22 @@ SHORT_NAMES = {
     "align.entropy_weight": "ent",
     "align.ot.weight": "ot",
 }
+# Words of option labels, shortened in run names (whole words only: "topk_ot" stays).
+ABBREVIATIONS = {
+    "laplacian": "lap",
+    "sinkhorn": "sink",
+    "constant": "const",
+    "linear": "lin",
+    "sigmoid": "sig",
+    "cosine": "cos",
+    "steerable": "steer",
+    "exponential": "exp",
+}
+# Where a space path's part goes in the name: a path listed here (the method, the backbone), else its
+# config section's rank (schedules last), else OTHER_RANK.
+PATH_RANKS = {"align": 0, "align.method": 0, "model": 1, "model.backbone": 1}
+SECTION_RANKS = {"schedules": 3}
+OTHER_RANK = 2
 
 
 def compact_number(value: float) -> str:
@@ -38,15 +62,30 @@ def compact_number(value: float) -> str:
     return scientific if len(scientific) < len(plain) else plain
 
 
+def abbreviate(label: str) -> str:
+    """``label`` with each word in :data:`ABBREVIATIONS` replaced by its short form."""
+    return re.sub(r"[A-Za-z]+", lambda word: ABBREVIATIONS.get(word.group(0), word.group(0)), label)
+
+
 def value_label(path: str, value: Any) -> str:
     short = SHORT_NAMES.get(path, path.rsplit(".", 1)[-1])
     if isinstance(value, bool):
         return short if value else f"no-{short}"
     if isinstance(value, (int, float)):
         return f"{short}{compact_number(value)}"
-    return str(value)
+    return abbreviate(str(value))
+
+
+def name_rank(path: str) -> int:
+    """The rank of ``path``'s part of a run name: :data:`PATH_RANKS`, else its section's :data:`SECTION_RANKS`."""
+    return PATH_RANKS.get(path, SECTION_RANKS.get(path.split(".", 1)[0], OTHER_RANK))
+
+
+def name_order(space: Space) -> list[str]:
+    """The space's paths in run-name order: by :func:`name_rank`, ties in the space's order."""
+    return sorted(space, key=lambda path: (name_rank(path), list(space).index(path)))
 
 
 def trial_run_name(space: Space, sampled: dict[str, Any]) -> str:
     """The run name of the trial that Tune sampled as ``sampled`` (labels of named options, or values)."""
-    return SEPARATOR.join(value_label(path, sampled[path]) for path in space if path in sampled)
+    return SEPARATOR.join(value_label(path, sampled[path]) for path in name_order(space) if path in sampled)

@@ -157,6 +157,24 @@ def trial_config(base: dict[str, Any], space: Space, sampled: dict[str, Any]) ->
     return validate(apply_overrides(base, decode(space, sampled)), source=f"trial {sampled}")
 
 
+def varied_keys(space: Space) -> list[str]:
+    """One flattened config key per path, the param a trial's run shows its value of: a numeric path itself; for a
+    categorical one, the first key (alphabetically) whose value differs between its options, a text-valued key
+    first (``align`` of ``sweeps/topk.py``: ``align.method``; ``schedules.align_weight``: ``...kind``).
+    In the space's order; a path whose options all set the same values has none."""
+    keys: list[str] = []
+    for path, spec in space.items():
+        if not is_categorical(path, spec):
+            keys.append(path)
+            continue
+        per_option = [path_overrides(path, value) for value in options(path, spec).values()]
+        differing = [key for key in sorted({key for overrides in per_option for key in overrides})
+                     if len({json.dumps(overrides.get(key), sort_keys=True) for overrides in per_option}) > 1]
+        texts = [key for key in differing if any(isinstance(overrides.get(key), str) for overrides in per_option)]
+        keys.extend((texts or differing)[:1])
+    return keys
+
+
 def describe(space: Space, sampled: dict[str, Any]) -> dict[str, str]:
     """Readable ``{path: label}`` of a trial (floats to 4 significant digits)."""
     return {

@@ -17,6 +17,7 @@ from galaxy_da.config import TrialConfig, config_to_yaml
 from galaxy_da.sweep.leaderboard import leaderboard, plot_sweep_scores, to_markdown, write_csv
 from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS
 from galaxy_da.sweep.settings import SweepSettings
+from galaxy_da.sweep.ui_view import logged_metric_keys, save_sweep_view
 from galaxy_da.tracking import default_tracking_uri, ensure_experiment
 
 SWEEP_STATE_FILE = "galaxy_da_sweep.json"
@@ -123,6 +124,7 @@ def open_parent_run(client, cfg: TrialConfig, settings: SweepSettings, store_uri
     client.log_text(parent_run_id, json.dumps(settings.space, indent=1), "search_space.json")
     client.log_text(parent_run_id, json.dumps(asdict(settings), indent=1, default=str), "sweep_settings.json")
     client.log_text(parent_run_id, config_to_yaml(cfg), "base_config.yaml")
+    save_sweep_view(client, experiment_id, settings.name, parent_run_id, cfg.selection.rule, settings.space)
     write_sweep_state(settings, {
         "parent_run_id": parent_run_id, "experiment": cfg.tracking.experiment, "tracking_uri": store_uri,
         "base_config_hash": base_hash, "smoke": settings.smoke,
@@ -155,6 +157,7 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
 
         log_population(client, parent_run_id, child_runs(client, experiment_id, parent_run_id))
     client.log_metric(parent_run_id, "sweep/trials", len(rows))
+    save_sweep_view(client, experiment_id, settings.name, parent_run_id, rule, settings.space, logged_metric_keys(client, parent_run_id, experiment_id))
     client.set_terminated(parent_run_id, "FINISHED")
     return rows
 
