@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from galaxy_da.sweep.trial_user import PASSWORD, USERNAME, trial_credentials, trial_username
+from galaxy_da.sweep.trial_user import PASSWORD_VARIABLE as PASSWORD, USER_VARIABLE as USERNAME, trial_credentials, trial_username
 
 ADMIN = "galaxy-da-admin"
 AUTH_INI = """\

@@ -23,7 +23,8 @@ import re
 import secrets
 from typing import Optional
 
-USERNAME, PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+USER_VARIABLE = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_VARIABLE = "MLFLOW_TRACKING_PASSWORD"
 EDIT = "EDIT"
 
 
@@ -38,7 +39,7 @@ def current_user(tracking_uri: str) -> Optional[dict]:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request, verify_rest_response
 
-    response = http_request(get_default_host_creds(tracking_uri), GET_USER, "GET", params={"username": os.environ[USERNAME]})
+    response = http_request(get_default_host_creds(tracking_uri), GET_USER, "GET", params={"username": os.environ[USER_VARIABLE]})
     if response.status_code == 404:
         return None
     return verify_rest_response(response, GET_USER).json()["user"]
@@ -59,25 +60,25 @@ def _created(call, *args) -> bool:
 
 def trial_credentials(tracking_uri: str, experiment_id: str, sweep_name: str) -> dict[str, str]:
     """The ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` a sweep's trials get (see the module docstring); ``{}``: none."""
-    if not os.environ.get(USERNAME) or not tracking_uri.startswith(("http://", "https://")):
+    if not os.environ.get(USER_VARIABLE) or not tracking_uri.startswith(("http://", "https://")):
         return {}
-    own = {USERNAME: os.environ[USERNAME], PASSWORD: os.environ.get(PASSWORD, "")}
+    own = {USER_VARIABLE: os.environ[USER_VARIABLE], PASSWORD_VARIABLE: os.environ.get(PASSWORD_VARIABLE, "")}
     user = current_user(tracking_uri)
     if user is None or not user["is_admin"]:
         return own
     from mlflow.server import get_app_client
 
     auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
-    name, password = trial_username(experiment_id, sweep_name), secrets.token_urlsafe(24)
-    if not _created(auth.create_user, name, password):
-        auth.update_user_password(name, password)  # the previous run's trials are gone: a fresh key
+    name, fresh_key = trial_username(experiment_id, sweep_name), secrets.token_urlsafe(24)
+    if not _created(auth.create_user, name, fresh_key):
+        auth.update_user_password(name, fresh_key)  # the previous run's trials are gone: a fresh key
     _created(auth.grant_user_permission, name, "experiment", experiment_id, EDIT)
-    return {USERNAME: name, PASSWORD: password}
+    return {USER_VARIABLE: name, PASSWORD_VARIABLE: fresh_key}
 
 
 def enter_trial_environment(tracking_uri: str, credentials: dict[str, str]) -> None:
     """Point this trial process at the sweep's server with ``credentials`` only: any MLflow user inherited from the node goes."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    for key in (USERNAME, PASSWORD):
+    for key in (USER_VARIABLE, PASSWORD_VARIABLE):
         os.environ.pop(key, None)
     os.environ.update(credentials)
