@@ -101,7 +101,7 @@ def smoke_dataset(folder: Path) -> Path:
 
     data = folder / "data"
     if not (data / "manifest.json").is_file():
-        synth.generate(data, seed=0, workers=1, progress=False, overwrite=True, **SMOKE_DATA)
+        synth.generate(data, seed=0, workers=1, progress=False, overwrite=True, targets=["sdss"], **SMOKE_DATA)
     return data
 
 

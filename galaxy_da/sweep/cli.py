@@ -86,7 +86,7 @@ def smoke_data(path: Path = SMOKE_DATA) -> Path:
     if not (path / "manifest.json").is_file():
         from galaxy_da.data import synth
 
-        synth.generate(path, seed=0, n_source=240, n_target=200, size=33, workers=1, progress=False)
+        synth.generate(path, seed=0, n_source=240, n_target=200, size=33, workers=1, progress=False, targets=["sdss"])
     return path
 
 
