@@ -17,7 +17,9 @@ Metrics (one flat ``dict[str, float]``, logged back to the run unless ``--no-log
   between source-val and target-test features (the centroids read target labels);
 - ``eval/select/<rule>``: every label-free rule of :data:`~galaxy_da.selection.SELECTION_RULES`
   on (source val, unlabelled target ``adapt``), as training scores a checkpoint;
-  ``eval/select/oracle``: the ORACLE (target test macro-F1), for analysis only.
+  ``eval/select/oracle``: the ORACLE (target test macro-F1), for analysis only;
+- ``eval/tgt_test/prior/<class>`` and ``eval/label_shift/<estimator>/...``: the true
+  target priors beside every label-free estimate (:mod:`galaxy_da.label_shift.evaluation`).
 
 Figures go to the run's ``eval/plots/`` artifacts, with ``eval/metrics.json`` and
 ``eval/summary.txt``.
@@ -42,6 +44,7 @@ from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.epoch_numbers import shown
 from galaxy_da.inference import predict, resolve_device
+from galaxy_da.label_shift.evaluation import prior_metrics
 from galaxy_da.metrics import (
     class_centroid_distances,
     classification_metrics,
@@ -217,6 +220,7 @@ METRIC_GROUPS: dict[str, MetricGroup] = {
     "probe": MetricGroup(("src_val", "tgt_test"), lambda p, names, counts: probe_metrics(p["src_val"], p["tgt_test"])),
     "distances": MetricGroup(("src_val", "tgt_test"), lambda p, names, counts: distance_metrics(p["src_val"], p["tgt_test"], names)),
     "select": MetricGroup(("src_val", "tgt_adapt", "tgt_test"), lambda p, names, counts: selection_scores(p)),
+    "priors": MetricGroup(("src_val", "tgt_adapt", "tgt_test"), lambda p, names, counts: prior_metrics(p, names)),
 }
 ALL_GROUPS = tuple(METRIC_GROUPS)
 

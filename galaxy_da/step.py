@@ -25,7 +25,8 @@ class TrainingStep(nn.Module):
     classification and entropy terms read this worker's slice; the alignment
     terms read the features of the *global* batch, gathered from every worker
     with their gradient (:meth:`World.gather`), so they compare the two domains
-    over all ``W x B`` samples and are the same on every worker.
+    over all ``W x B`` samples and are the same on every worker (with label-shift
+    weighting the source labels are gathered too, to weigh those samples).
 
     Shapes: images (B, C, H, W) and (B_t, C, H, W), labels (B,) -> a dict of
     scalars (``cls``, ``align``, ``entropy``, ``topk_ot``, ``total``); see
@@ -55,4 +56,5 @@ class TrainingStep(nn.Module):
         if target_images is None:
             return self.objective(logits, source_labels, features, None, None, knobs)
         source_features, target_features = self.world.gather(features[:n]), self.world.gather(features[n:])
-        return self.objective(logits[:n], source_labels, source_features, logits[n:], target_features, knobs)
+        feature_labels = self.world.gather(source_labels) if self.objective.weighs_classes else None
+        return self.objective(logits[:n], source_labels, source_features, logits[n:], target_features, knobs, feature_labels)

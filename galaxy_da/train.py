@@ -25,6 +25,12 @@ every step stay there until the epoch's one read (:mod:`galaxy_da.step_log`).
 (:mod:`galaxy_da.distributed`): each worker takes its slice of every global
 batch, the lead worker (rank 0) evaluates and writes the checkpoints.
 
+With ``align.label_shift`` each aligning epoch starts by re-estimating the
+target class priors from the current model's predictions (no target label) and
+weighing the source side of every alignment loss by the class ratios
+(:mod:`galaxy_da.label_shift.refresh`); the record carries
+``label_shift/prior/<class>`` and ``label_shift/weight/<class>``.
+
 Callbacks cannot change the trial: ``report`` runs with the torch (CPU and CUDA)
 and numpy global random states saved and restored, so an analysis hook that
 builds a model or samples does not shift the trainer's random stream. Target
@@ -51,6 +57,7 @@ from galaxy_da.config import ConfigError, TrialConfig
 from galaxy_da.data.loader import BatchStream
 from galaxy_da.distributed import World, convert_batchnorm
 from galaxy_da.inference import predict, resolve_device
+from galaxy_da.label_shift.refresh import estimate_target_priors, prior_record
 from galaxy_da.metrics import classification_metrics
 from galaxy_da.models.registry import build_model
 from galaxy_da.objective import Objective, StepKnobs
@@ -298,11 +305,20 @@ class Trainer:
         images = self.steps * self.source.global_batch * (2 if draw_target else 1)
         return {"train/step_s": elapsed, "train/images_per_s": images / elapsed, **record}
 
+    def _refresh_class_ratios(self) -> dict[str, float]:
+        """Re-estimate the target priors with the current model (lead worker, shared) and set the objective's class ratios."""
+        data = self.data
+        estimate = estimate_target_priors(self.cfg, self.model, data, self.device, self.layout) if self.world.lead else None
+        ratios, record = prior_record(self.world.share(estimate), data.train_counts, data.view.class_names)
+        self.objective.set_class_ratios(ratios)
+        return record
+
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, rule_key = self.cfg, f"select/{self.cfg.selection.rule}"
         lr = set_epoch_lr(self.optimizer, cfg.optim, epoch)
         knobs = epoch_knobs(cfg, epoch)
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_steps(epoch, knobs)}
+        priors = self._refresh_class_ratios() if knobs.aligning and self.objective.weighs_classes else {}
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **priors, **self._train_steps(epoch, knobs)}
         record.update({
             "schedule/align_weight": knobs.align_weight,
             "schedule/blur": knobs.blur,

@@ -26,6 +26,7 @@ RECIPES = {  # dropout off: a worker's masks cannot match the slice of a one-wor
     "laplacian+topk_ot+entropy": ["align.method=laplacian", "align.ot.weight=0.5", "align.entropy_weight=0.05"],
     "dann": ["align.method=dann", "align.adversarial.dropout=0.0"],
     "sinkhorn-trainable-weights": ["align.method=sinkhorn", "align.weighting=trainable"],
+    "energy+label-shift": ["align.method=energy", "align.label_shift=bbse"],  # source labels gathered, the lead's estimate shared
 }
 GATHERED = ["laplacian", "topk_ot", "sinkhorn"]
 

@@ -65,6 +65,13 @@ def test_eval_module_logs_metrics_and_plots_back_to_the_run(trained_run, store, 
     majority = int(np.argmax(dataset.counts("source", "train")))
     assert written["eval/tgt_test/majority_acc"] == pytest.approx(np.mean(test_labels == majority))
     assert 0.0 <= written["eval/domain/a_distance"] <= 2.0
+    # the true target priors (evaluation only) beside each label-free estimate of them
+    truth = np.bincount(test_labels, minlength=len(dataset.class_names)) / len(test_labels)
+    assert [written[f"eval/tgt_test/prior/{name}"] for name in dataset.class_names] == pytest.approx(truth.tolist())
+    for estimator in ("bbse", "em"):
+        estimate = [written[f"eval/label_shift/{estimator}/prior/{name}"] for name in dataset.class_names]
+        assert sum(estimate) == pytest.approx(1.0)
+        assert written[f"eval/label_shift/{estimator}/max_abs_error"] == pytest.approx(np.abs(np.array(estimate) - truth).max())
 
 
 def test_unknown_run_id_is_a_clear_error(store, capsys):

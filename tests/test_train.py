@@ -96,9 +96,10 @@ def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tm
     assert not (tmp_path / LAST).exists()  # the poisoned epoch is never checkpointed
 
 
-@pytest.mark.parametrize("audit", [False, True], ids=["selection rule", "every rule audited"])
-def test_target_labels_never_reach_training(audit, toy_dataset, tmp_path):
-    """Scrambling every target label leaves training, and every label-free score, bit-for-bit unchanged."""
+@pytest.mark.parametrize("audit, label_shift", [(False, "none"), (True, "none"), (False, "bbse"), (False, "em")],
+                         ids=["selection rule", "every rule audited", "label shift by BBSE", "label shift by EM"])
+def test_target_labels_never_reach_training(audit, label_shift, toy_dataset, tmp_path):
+    """Scrambling every target label leaves training, every label-free score and the estimated target priors bit-for-bit unchanged."""
     scrambled = tmp_path / "scrambled"
     shutil.copytree(toy_dataset, scrambled)
     for shard in (scrambled / "target").glob("*.parquet"):
@@ -107,13 +108,14 @@ def test_target_labels_never_reach_training(audit, toy_dataset, tmp_path):
         pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", flipped), shard)
     overrides = ["align.method=sinkhorn", "align.entropy_weight=0.1", "selection.rule=entropy", "optim.warmup_epochs=0",
                  "data.verify_hashes=false",  # the scrambled shards no longer match the manifest's sha256, on purpose
-                 f"selection.audit_rules={str(audit).lower()}"]
+                 f"selection.audit_rules={str(audit).lower()}", f"align.label_shift={label_shift}"]
     a = train(tiny(toy_dataset, *overrides), checkpoint_dir=tmp_path / "a")
     b = train(tiny(scrambled, *overrides), checkpoint_dir=tmp_path / "b")
     timings = {"train/images_per_s", "train/step_s"}
     strip = lambda h: [{k: v for k, v in r.items() if k not in timings} for r in h]
     assert strip(a.history) == strip(b.history)
     assert all(("select/dev" in r) == audit for r in a.history)
+    assert all(any(key.startswith("label_shift/prior/") for key in r) == (label_shift != "none") for r in a.history)
 
 
 def test_early_stopping_uses_patience(toy_dataset, tmp_path):
