@@ -68,7 +68,7 @@ def test_seeded_runs_are_deterministic_and_seeds_differ(toy_dataset, tmp_path):
 
 def test_non_finite_loss_names_step_and_component(toy_dataset, tmp_path, monkeypatch):
     class Poisoned(NoAlignment):
-        def forward(self, source, target, *, blur, grl_strength):
+        def forward(self, source, target, *, blur, grl_strength, source_masses=None):
             return source.sum() * float("nan")
 
     monkeypatch.setitem(ALIGNMENT_METHODS, "poisoned", Poisoned)
@@ -84,7 +84,7 @@ def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tm
     class LateNaN(NoAlignment):
         calls = 0
 
-        def forward(self, source, target, *, blur, grl_strength):
+        def forward(self, source, target, *, blur, grl_strength, source_masses=None):
             LateNaN.calls += 1
             return source.sum() * (float("nan") if LateNaN.calls == 3 else 0.0)
 
