@@ -32,7 +32,6 @@ pipeline on a tiny dataset in a few minutes (``bench/study.py``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import REPO, make_job, run_all  # noqa: E402
 from oracle import write_target_as_source  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
-from study import Outputs, add_common_arguments, outputs, smoke_dataset, smoke_overrides, write_section  # noqa: E402
+from study import (Outputs, add_common_arguments, commands, invocation_timings, outputs, smoke_dataset, smoke_overrides,  # noqa: E402
+                   timing_text, write_section)
 
 PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
 F1 = "eval/tgt_test/macro_f1"
@@ -103,35 +103,6 @@ def normalisation_table(results: list[dict[str, Any]], methods: tuple[str, ...])
         lines.append(f"| {method} | {d['n']} | {cell([values[method][s] for s in seeds])} | {cell([values[f'{method}{SHARED}'][s] for s in seeds])} "
                      f"| {d['median']:+.3f} ({d['q1']:+.3f}…{d['q3']:+.3f}) | {d['wins']}/{d['n']} | {d['p']:.3g} "
                      f"| {transfers[0]}/{d['n']} / {transfers[1]}/{d['n']} | {recall(COLUMNS['recall E'])} | {recall(COLUMNS['recall S'])} |")
-    return "\n".join(lines)
-
-
-def invocation_timings(previous_json: Path, this: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every invocation's wall time and how many jobs it ran, oldest first: a re-run that only redraws the
-    tables (its jobs all kept) must not replace the measured time of the runs that trained."""
-    previous = json.loads(previous_json.read_text()) if previous_json.is_file() else {}
-    if previous.get("protocol") != PROTOCOL:
-        return [this]
-    kept = previous.get("timings") or [{"command": previous["command"], "wall_seconds": previous["wall_seconds"], "jobs_run": len(previous["results"]),
-                                        "load_average": previous["load_average"], "parent_run_id": previous["parent_run_id"]}]
-    return kept + [this]
-
-
-def timing_text(timings: list[dict[str, Any]]) -> str:
-    """``wall time 53.0 min for 85 jobs (load average 2.07 at the end)``, one clause per invocation that ran jobs."""
-    ran = [t for t in timings if t["jobs_run"]] or timings[-1:]
-    return "; ".join(f"wall time {t['wall_seconds'] / 60:.1f} min for {t['jobs_run']} jobs run by `{t['command']}` "
-                     f"(load average {t['load_average'][0]:.2f} at its end; their MLflow parent run `{t['parent_run_id']}`)" for t in ran)
-
-
-def commands(results: list[dict[str, Any]], order: list[str]) -> str:
-    """One reproducing command per method (``seed=S`` for each seed listed)."""
-    lines = []
-    for method in order:
-        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seed"])
-        seeds = " ".join(str(r["seed"]) for r in rows)
-        command = rows[0]["command"].replace(f"seed={rows[0]['seed']}", "seed=S")
-        lines.append(f"- {method} (S in {seeds}): `{command}`")
     return "\n".join(lines)
 
 
@@ -233,9 +204,9 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     parent.log_metrics({"wall_seconds": wall, "calibration/gap_macro_f1_points": checks["gap_macro_f1_points"]})
     parent.finish()
     job_seconds = sum(r["seconds"] for r in results)
-    timings = invocation_timings(out.json, {"command": command, "wall_seconds": wall, "jobs_run": len(done.read_text().splitlines()) - kept_before,
-                                            "load_average": os.getloadavg(), "finished": time.strftime("%Y-%m-%d %H:%M"),
-                                            "parent_run_id": parent.run_id})
+    timings = invocation_timings(out.json, PROTOCOL, {"command": command, "wall_seconds": wall, "jobs_run": len(done.read_text().splitlines()) - kept_before,
+                                                      "load_average": os.getloadavg(), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                                                      "parent_run_id": parent.run_id})
     payload = {"protocol": PROTOCOL, "smoke": args.smoke, "command": command, "wall_seconds": wall, "job_seconds": job_seconds,
                "timings": timings, "load_average": os.getloadavg(), "data": str(data), "manifest_sha256": dataset.manifest_hash,
                "seeds": args.seeds, "more_seeds": args.more_seeds, "best_distance_by_label_free_score": best_distance,

@@ -1,4 +1,4 @@
-"""What every study (``bench/quality.py``, ``bench/sweep_study.py``, ``bench/pbt_study.py``) shares.
+"""What every study (``bench/quality.py``, ``bench/label_shift_study.py``, ``bench/sweep_study.py``, ``bench/pbt_study.py``) shares.
 
 - ``--smoke``: the whole pipeline of a study (jobs, sweep, analysis, JSON, the
   BENCHMARKS.md table and the plot) on a tiny rendered dataset and a three-epoch
@@ -9,6 +9,9 @@
   ``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` in BENCHMARKS.md, so a
   re-run updates its own section and nothing else.
 - :class:`Outputs`: where a study's JSON, plots, job log and BENCHMARKS.md go.
+- :func:`invocation_timings`, :func:`timing_text`, :func:`commands`: a job-log
+  study's measured wall times across resumed invocations, and one reproducing
+  ``galaxy-da train`` command per row.
 """
 
 from __future__ import annotations
@@ -95,13 +98,13 @@ def outputs(args: argparse.Namespace, name: str) -> Outputs:
     return Outputs(name, folder, benchmarks, args.smoke)
 
 
-def smoke_dataset(folder: Path) -> Path:
-    """A tiny rendered two-domain dataset (``SMOKE_DATA``) in ``folder/data``, rendered once."""
+def smoke_dataset(folder: Path, targets: tuple[str, ...] = ("sdss",)) -> Path:
+    """A tiny rendered dataset (``SMOKE_DATA``: the source and each survey of ``targets``) in ``folder/data``, rendered once."""
     from galaxy_da.data import synth
 
     data = folder / "data"
     if not (data / "manifest.json").is_file():
-        synth.generate(data, seed=0, workers=1, progress=False, overwrite=True, targets=["sdss"], **SMOKE_DATA)
+        synth.generate(data, seed=0, workers=1, progress=False, overwrite=True, targets=list(targets), **SMOKE_DATA)
     return data
 
 
@@ -135,3 +138,32 @@ def read_section(benchmarks: Path, name: str) -> str:
     if begin not in text:
         return ""
     return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def invocation_timings(previous_json: Path, protocol: int, this: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every invocation's wall time and how many jobs it ran, oldest first: a re-run that only redraws the
+    tables (its jobs all kept) must not replace the measured time of the runs that trained."""
+    previous = json.loads(previous_json.read_text()) if previous_json.is_file() else {}
+    if previous.get("protocol") != protocol:
+        return [this]
+    kept = previous.get("timings") or [{"command": previous["command"], "wall_seconds": previous["wall_seconds"], "jobs_run": len(previous["results"]),
+                                        "load_average": previous["load_average"], "parent_run_id": previous["parent_run_id"]}]
+    return kept + [this]
+
+
+def timing_text(timings: list[dict[str, Any]]) -> str:
+    """``wall time 53.0 min for 85 jobs (load average 2.07 at the end)``, one clause per invocation that ran jobs."""
+    ran = [t for t in timings if t["jobs_run"]] or timings[-1:]
+    return "; ".join(f"wall time {t['wall_seconds'] / 60:.1f} min for {t['jobs_run']} jobs run by `{t['command']}` "
+                     f"(load average {t['load_average'][0]:.2f} at its end; their MLflow parent run `{t['parent_run_id']}`)" for t in ran)
+
+
+def commands(results: list[dict[str, Any]], order: list[str]) -> str:
+    """One reproducing command per method (``seed=S`` for each seed listed)."""
+    lines = []
+    for method in order:
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seed"])
+        seeds = " ".join(str(r["seed"]) for r in rows)
+        command = rows[0]["command"].replace(f"seed={rows[0]['seed']}", "seed=S")
+        lines.append(f"- {method} (S in {seeds}): `{command}`")
+    return "\n".join(lines)

@@ -103,6 +103,20 @@ def test_a_study_section_is_replaced_in_place(tmp_path):
     assert read_section(benchmarks, "quality") == "| b |\n|---|" and read_section(benchmarks, "sweep_study") == "sweep text"
 
 
+def test_a_resumed_study_keeps_the_timings_of_its_own_protocol_only(tmp_path):
+    from study import invocation_timings, timing_text
+
+    first = {"command": "python bench/x.py", "wall_seconds": 600.0, "jobs_run": 4, "load_average": (2.0, 2.0, 2.0), "parent_run_id": "p1"}
+    redraw = {**first, "wall_seconds": 30.0, "jobs_run": 0, "parent_run_id": "p2"}
+    previous = tmp_path / "x.json"
+    previous.write_text(json.dumps({"protocol": 1, "timings": [first]}))
+    assert invocation_timings(previous, 1, redraw) == [json.loads(json.dumps(first)), redraw]
+    assert invocation_timings(previous, 2, redraw) == [redraw]  # another protocol's runs are not this table's
+    assert invocation_timings(tmp_path / "absent.json", 1, first) == [first]
+    text = timing_text([first, redraw])
+    assert text.startswith("wall time 10.0 min for 4 jobs run by `python bench/x.py`") and "p2" not in text  # the redraw ran no job
+
+
 @pytest.mark.slow
 def test_the_quality_study_smoke_runs_its_whole_pipeline(tmp_path):
     out = tmp_path / "quality"
