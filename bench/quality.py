@@ -145,7 +145,7 @@ def main() -> None:
 
     data = smoke_dataset(out.folder) if args.smoke else Path(args.data)
     if not (data / "manifest.json").is_file():
-        synth.generate(data, seed=0, n_source=args.n_source, n_target=args.n_target, workers=2)
+        synth.generate(data, seed=0, n_source=args.n_source, n_target=args.n_target, workers=2, targets=["sdss"])
     oracle_data = data.with_name(data.name + "-target-as-source")
     if not (oracle_data / "manifest.json").is_file():
         write_target_as_source(str(data), oracle_data, seed=0)
