@@ -4,7 +4,12 @@ Marked ``cluster``: run with ``make cluster-test`` (root; ip, unshare, nsenter,
 sshd and Debian's PostgreSQL; the ``[cluster]`` extra). Everything is real:
 namespaced hosts joined by a bridge, sshd, ``ray up`` with ``cluster/local.yaml``,
 PostgreSQL, moto's S3 server, MLflow's basic-auth server. The full sweep has 8
-trials; the fault and SLURM sweeps 4 (``scenarios.SMALL_ARGS``), to fit CI. Each
+trials; the fault and SLURM sweeps 4 (``scenarios.FAULT_ARGS``, ``SMALL_ARGS``), to fit CI.
+
+Every sweep ends with :func:`cluster.testbed.checks.check_sweep` (one FINISHED child
+run per trial, every epoch's points exactly once, equal to its ``history.json``),
+and every fault proves that it hit a live trial: the trial it picked logged before
+the fault and, in the same run, after it (on another host, for a lost host). Each
 fault test reports its sweep's wall time and what the fault cost (printed, and
 in ``$GALAXY_DA_CLUSTER_REPORT`` when set); ``bench/multihost.py`` sets them
 against a clean sweep of the same trials.
@@ -43,7 +48,7 @@ if missing():
         raise RuntimeError(f"the cluster test needs: {', '.join(missing())} (make cluster-test installs them as root)")
     pytest.skip(f"needs {', '.join(missing())}", allow_module_level=True)
 
-from cluster.testbed import scenarios  # noqa: E402  (needs the tools above)
+from cluster.testbed import checks, scenarios  # noqa: E402  (needs the tools above)
 from cluster.testbed.bed import TestBed  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
@@ -158,7 +163,7 @@ class TestOnPremise:
         assert run.returncode == 0, run.output[-4000:]
         report("sweep_3_hosts_s", run.wall_s)
         audit = scenarios.audit(cluster, run.summary["parent_run_id"])
-        check_complete(audit, trials=8)
+        checks.check_sweep(audit, trials=8, epochs=scenarios.EPOCHS)
         assert len({child["node_ip"] for child in audit["children"]}) >= 2  # trials ran on at least two hosts
 
     def test_a_local_sqlite_store_is_refused_on_a_multi_node_cluster(self, cluster):
@@ -169,70 +174,58 @@ class TestOnPremise:
         assert "Traceback" not in run.output
 
     def test_tracking_server_restart_mid_sweep_loses_no_metric(self, cluster):
+        """The tracking server goes down while a trial is past its first epoch; that trial's run logs on after the restart."""
         began = time.monotonic()
-        process = scenarios.start_submit(cluster, "restart", args=scenarios.SMALL_ARGS)
-        scenarios.wait_for(cluster, "restart", "epochs", "2")
+        process = scenarios.start_submit(cluster, "restart", args=scenarios.FAULT_ARGS)
+        live = scenarios.wait_for(cluster, "restart", "trial-past-first-epoch")
+        stopped_ms = checks.now_ms()
         report("tracking_outage_s", cluster.services.restart("mlflow", down_s=5))  # trials block (retrying) this long
+        restarted_ms = checks.now_ms()
         run = scenarios.finish(process, began)
         assert run.returncode == 0, run.output[-4000:]
         report("sweep_with_tracking_restart_s", run.wall_s)
-        check_complete(scenarios.audit(cluster, run.summary["parent_run_id"]), trials=4)
+        audit = scenarios.audit(cluster, run.summary["parent_run_id"])
+        checks.check_sweep(audit, trials=4, epochs=scenarios.FAULT_EPOCHS)
+        checks.check_spans(checks.run_of(audit, live["run_id"]), stopped_ms, restarted_ms, "tracking server restart")
 
     def test_a_killed_driver_is_resumed_to_completion(self, cluster):
+        """The driver is killed once a trial's checkpoint is in Tune's saved state; --resume continues that trial in its own run."""
         began = time.monotonic()
-        process = scenarios.start_submit(cluster, "driver", args=scenarios.SMALL_ARGS)
-        scenarios.wait_for(cluster, "driver", "trial-past-first-epoch")
+        process = scenarios.start_submit(cluster, "driver", args=scenarios.FAULT_ARGS)
+        live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver")
         drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
         assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
         os.kill(drivers[0], signal.SIGKILL)
-        killed_at = time.monotonic()
+        killed_ms, killed_at = checks.now_ms(), time.monotonic()
         first = scenarios.finish(process, began)
         assert first.returncode != 0
-        resumed = scenarios.submit(cluster, "driver", "--resume", args=scenarios.SMALL_ARGS)
+        resumed_ms = checks.now_ms()  # the killed driver's trials are gone by now: later points come from the resumed sweep
+        resumed = scenarios.submit(cluster, "driver", "--resume", args=scenarios.FAULT_ARGS)
         assert resumed.returncode == 0, resumed.output[-4000:]
         report("driver_kill_until_resumed_sweep_done_s", time.monotonic() - killed_at)
         report("sweep_with_driver_kill_s", time.monotonic() - began)
-        check_complete(scenarios.audit(cluster, resumed.summary["parent_run_id"]), trials=4)
+        audit = scenarios.audit(cluster, resumed.summary["parent_run_id"])
+        checks.check_sweep(audit, trials=4, epochs=scenarios.FAULT_EPOCHS)
+        checks.check_spans(checks.run_of(audit, live["run_id"]), killed_ms, resumed_ms, "driver killed and resumed")
 
     def test_a_worker_host_lost_mid_epoch_costs_its_trials_only_their_current_epoch(self, cluster):
-        """Every process of a worker host is killed while one of its trials is past its first, checkpointed, epoch."""
+        """Every process of a worker host is killed once one of its trials has a checkpoint Tune registered (and saved)."""
         began = time.monotonic()
-        process = scenarios.start_submit(cluster, "hostloss", args=scenarios.SMALL_ARGS)
-        # a worker host's trial whose first epoch is checkpointed in S3 (killed before that, it would start over)
-        state = scenarios.wait_for(cluster, "hostloss", "trial-checkpointed", f"{scenarios.STORAGE}/hostloss", cluster.head.address)
-        victim_ip = next(c["node_ip"] for c in state["children"] if c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != cluster.head.address)
-        victim = next(host for host in cluster.bed.workers if host.address == victim_ip)
-        killed_at_ms = time.time() * 1000
+        process = scenarios.start_submit(cluster, "hostloss", args=scenarios.FAULT_ARGS)
+        # chosen only now: killed before its checkpoint is registered, the trial would rightly start over in a new run
+        live = scenarios.wait_for(cluster, "hostloss", "trial-restorable", f"{scenarios.STORAGE}/hostloss", cluster.head.address)
+        victim = next(host for host in cluster.bed.workers if host.address == live["node_ip"])
+        lost_ms = checks.now_ms()
         victim.kill()
-        affected = [c["run_id"] for c in state["children"] if c["status"] == "RUNNING" and c["node_ip"] == victim.address]
         try:
             run = scenarios.finish(process, began)
             assert run.returncode == 0, run.output[-4000:]
             audit = scenarios.audit(cluster, run.summary["parent_run_id"])
-            check_complete(audit, trials=4)
-            moved = [c for c in audit["children"] if c["run_id"] in affected]
-            assert moved
-            for child in moved:  # same run, resumed elsewhere from its checkpoint
-                hosts = child["node_ips"].split(",")
-                assert hosts[0] == victim.address and hosts[-1] != victim.address
-            resumed_ms = [t for c in scenarios.progress(cluster, "hostloss")["children"] if c["run_id"] in affected for t in c["epoch_times_ms"] if t > killed_at_ms]
-            report("host_loss_until_trials_report_again_s", (min(resumed_ms) - killed_at_ms) / 1000 if resumed_ms else float("nan"))
+            checks.check_sweep(audit, trials=4, epochs=scenarios.FAULT_EPOCHS)
+            report("host_loss_until_trial_reports_again_s", checks.check_moved(checks.run_of(audit, live["run_id"]), victim.address, lost_ms))
             report("sweep_with_host_loss_s", run.wall_s)
         finally:
-            cluster.bed.start(victim)  # the machine comes back (empty), so ray down finds its sshd
-
-
-def check_complete(audit: dict, trials: int) -> None:
-    """Every trial: one FINISHED child run, each epoch's points exactly once, artifacts readable; the leaderboard lists them all."""
-    children = audit["children"]
-    assert len(children) == trials and len({c["trial"] for c in children}) == trials
-    assert audit["parent_status"] == "FINISHED" and len(audit["leaderboard_rows"]) == trials
-    for child in children:
-        assert child["status"] == "FINISHED", child
-        assert child["epochs"] and child["epochs"] == list(range(len(child["epochs"]))), child
-        assert child["duplicated"] == [] and child["missing"] == [] and child["mismatched"] == [], child
-        assert {"checkpoints/best.pt", "checkpoints/last.pt", "plots/training_history.png"} <= set(child["artifacts"])
-        assert child["checkpoint_bytes"] > 0
+            cluster.bed.start(victim)  # the machine comes back (empty), so the teardown finds its sshd
 
 
 # --------------------------------------------------------------------------- SLURM's node logic
@@ -244,5 +237,5 @@ def test_slurm_node_logic_runs_a_sweep_across_the_hosts(stack):
     assert "Ray cluster up at 10.213.0.1:6379: 3 node(s)" in results[0].output
     report("slurm_sweep_3_hosts_s", wall_s)
     audit = scenarios.audit(stack, results[0].summary["parent_run_id"])
-    check_complete(audit, trials=4)
+    checks.check_sweep(audit, trials=4, epochs=scenarios.EPOCHS)
     assert len({child["node_ip"] for child in audit["children"]}) >= 2

@@ -7,8 +7,9 @@ crosses the bed's network exactly as a trial's would. Each prints one JSON line.
 - ``unauthenticated``: the HTTP status the tracking server gives a request without credentials;
 - ``nodes ADDRESS N TIMEOUT``: wait until ``N`` Ray nodes are alive (token auth from the environment);
 - ``progress NAME``: the sweep's parent run and each child's status, host and epochs so far;
-- ``wait NAME CONDITION [ARG]``: poll ``progress`` twice a second until a condition of
-  :data:`CONDITIONS` holds (``met``) or the sweep's parent run has ended;
+- ``wait NAME CONDITION [ARG...]``: poll ``progress`` twice a second until a condition of
+  :data:`CONDITIONS` picks a trial (``met``, the trial's child run as ``chosen``) or the
+  sweep's parent run has ended;
 - ``audit PARENT_RUN_ID``: the sweep as MLflow holds it (see :func:`audit`).
 """
 
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-
+from typing import Optional
 
 FINAL_PREFIX = "best/"  # the running best, logged each epoch and once more, at step 0, when the trial ends
 # Wall-clock timings: an epoch redone after a restore (its first run's points are kept, exactly once)
@@ -84,22 +85,42 @@ def progress(name: str) -> dict:
     ]}
 
 
-def checkpointed(experiment: str, trial: str) -> bool:
-    """Whether Tune has stored a checkpoint of ``trial`` under the sweep's ``experiment`` path (``s3://...``)."""
-    import pyarrow.fs as pafs
-
-    filesystem, root = pafs.FileSystem.from_uri(experiment)
-    return filesystem.get_file_info(f"{root}/trial_{trial}/checkpoint_000000").type != pafs.FileType.NotFound
+def running_past_first_epoch(state: dict, not_on: str = "") -> list[dict]:
+    """Children RUNNING on a host other than ``not_on`` with at least one epoch complete, those with the fewest epochs first."""
+    running = [c for c in state["children"] if c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on]
+    return sorted(running, key=lambda c: len(c["epoch_times_ms"]))
 
 
-CONDITIONS = {  # a sweep's progress -> whether to act now
-    "epochs": lambda state, count: sum(len(c["epoch_times_ms"]) for c in state["children"]) >= int(count),
-    "trial-past-first-epoch": lambda state, not_on="": any(
-        c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on for c in state["children"]),
-    # a trial whose first epoch's checkpoint is in storage, running on a host other than ``not_on``
-    "trial-checkpointed": lambda state, experiment, not_on="": any(
-        c["status"] == "RUNNING" and c["epoch_times_ms"] and c["node_ip"] != not_on and checkpointed(experiment, c["trial"]) for c in state["children"]),
-}
+def restorable_trials(experiment: str) -> set[str]:
+    """Trials whose checkpoint is in the experiment state Tune has saved under ``experiment`` (``s3://...``).
+
+    What a resumed driver restores each trial from. Tune saves that state only after
+    it has registered the checkpoint, and a trial it restarts after losing its host
+    starts from its registered checkpoint: a trial in this set resumes in its own
+    MLflow run either way (its ``mlflow_run.json`` travels in the checkpoint).
+    """
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(experiment).trials
+    except (ValueError, FileNotFoundError):  # no experiment state saved yet
+        return set()
+    return {trial.trial_id for trial in trials if trial.checkpoint is not None}
+
+
+def past_first_epoch(state: dict, not_on: str = "") -> Optional[dict]:
+    """A trial past its first epoch, still running, on a host other than ``not_on``."""
+    return next(iter(running_past_first_epoch(state, not_on)), None)
+
+
+def restorable(state: dict, experiment: str, not_on: str = "") -> Optional[dict]:
+    """Such a trial that a restore would continue from its checkpoint (:func:`restorable_trials`)."""
+    candidates = running_past_first_epoch(state, not_on)
+    saved = restorable_trials(experiment) if candidates else set()
+    return next((c for c in candidates if c["trial"] in saved), None)
+
+
+CONDITIONS = {"trial-past-first-epoch": past_first_epoch, "trial-restorable": restorable}  # progress, args -> a child run to act on, or None
 
 
 def wait(name: str, condition: str, *args: str) -> dict:
@@ -107,16 +128,20 @@ def wait(name: str, condition: str, *args: str) -> dict:
 
     while True:
         state = progress(name)
-        if CONDITIONS[condition](state, *args) if state["parent"] else False:
-            return state | {"met": True}
+        chosen = CONDITIONS[condition](state, *args) if state["parent"] else None
+        if chosen is not None:
+            return state | {"met": True, "chosen": chosen}
         if state["parent"] and state["parent_status"] != "RUNNING":
             return state | {"met": False}
         time.sleep(0.5)
 
 
 def audit(parent_run_id: str) -> dict:
-    """Every child run: status, node, epochs, duplicated or missing metric points, artifacts; the leaderboard."""
+    """Every child run: status, node(s), epochs, duplicated, missing or mismatched metric points (against the run's
+    ``history.json``), when its points were logged, artifacts; the leaderboard. :mod:`cluster.testbed.checks` reads it."""
     from mlflow.tracking import MlflowClient
+
+    from galaxy_da.tracking import EPOCH_METRIC
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
@@ -130,9 +155,14 @@ def audit(parent_run_id: str) -> dict:
                         if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and value == value}
             logged = Counter()
             mismatched = []
+            times_ms = []  # when each point was logged (the trial's clock: the bed's hosts share the machine's)
+            epoch_ms: dict[str, int] = {}  # epoch -> when its "epoch complete" marker was logged
             for key in {key for key, _ in expected}:
                 for point in client.get_metric_history(run_id, key):
                     logged[(key, point.step)] += 1
+                    times_ms.append(point.timestamp)
+                    if key == EPOCH_METRIC:
+                        epoch_ms[str(point.step)] = min(point.timestamp, epoch_ms.get(str(point.step), point.timestamp))
                     if (key, point.step) in expected and not key.startswith(FINAL_PREFIX) and key not in TIMINGS and abs(point.value - expected[(key, point.step)]) > 1e-9 * max(1.0, abs(point.value)):
                         mismatched.append(f"{key}@{point.step}")
             artifacts = {f.path for f in client.list_artifacts(run_id)} | {f.path for d in ("checkpoints", "plots") for f in client.list_artifacts(run_id, d)}
@@ -140,7 +170,9 @@ def audit(parent_run_id: str) -> dict:
             runs.append({
                 "run_id": run_id, "trial": run.data.tags.get("ray_trial_id"), "status": run.info.status,
                 "node_ip": run.data.tags.get("node_ip"), "node_ips": run.data.tags.get("node_ips", ""),
+                "stopped_by": run.data.tags.get("stopped_by"),
                 "epochs": sorted({int(r["epoch"]) for r in history}),
+                "first_ms": min(times_ms, default=None), "last_ms": max(times_ms, default=None), "epoch_ms": epoch_ms,
                 "duplicated": sorted(f"{k}@{s}" for (k, s), n in logged.items() if n > 1 and not k.startswith(FINAL_PREFIX)),
                 "missing": sorted(f"{k}@{s}" for k, s in expected if logged[(k, s)] == 0),
                 "mismatched": sorted(mismatched), "points": sum(logged.values()),

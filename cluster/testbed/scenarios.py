@@ -39,11 +39,17 @@ STORAGE = f"s3://{BUCKET}/ray_results"
 CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
 SYNCED_CODE = "~/galaxy-da"  # where Ray's file sync puts the checkout on each host, as cluster/gpu.yaml does
 ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
-# Tiny trials (the smoke config, 4 steps an epoch) of 3 epochs, so that a fault lands mid-trial, 4 at a time.
-# The full sweep has 8 trials; the fault and SLURM sweeps 4 (the cluster test must fit 12 minutes on 2 cores).
-COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE, "optim.epochs=3"]
-SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8"]
-SMALL_ARGS = [*COMMON_ARGS, "--num-samples", "4"]
+# Tiny trials (the smoke config: 8 steps an epoch), 4 at a time. The full sweep has 8 trials of 3 epochs, with
+# ASHA (across hosts, its stops announced through storage); the SLURM sweep 4 such trials, never pruned. The
+# fault sweeps 4 trials of 5 epochs, never pruned: a fault must find a trial with epochs still to run after its
+# checkpoint is saved (Tune saves its state at latest every second checkpoint of a trial), and each trial must
+# then run every epoch (cluster.testbed.checks). The cluster test must fit 12 minutes on 2 cores.
+EPOCHS, FAULT_EPOCHS = 3, 5
+NO_PRUNING = ["--grace-period", "0"]
+COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE]
+SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8", f"optim.epochs={EPOCHS}"]
+SMALL_ARGS = [*COMMON_ARGS, *NO_PRUNING, "--num-samples", "4", f"optim.epochs={EPOCHS}"]
+FAULT_ARGS = [*COMMON_ARGS, *NO_PRUNING, "--num-samples", "4", f"optim.epochs={FAULT_EPOCHS}"]
 
 
 @dataclass
@@ -191,11 +197,12 @@ def audit(stack: Stack, parent_run_id: str) -> dict:
 
 
 def wait_for(stack: Stack, name: str, condition: str, *args: str, timeout_s: float = 600) -> dict:
-    """Block until the sweep's progress meets ``condition`` (``probe.CONDITIONS``); fail if the sweep ends first."""
+    """Block until ``condition`` (``probe.CONDITIONS``) picks a trial of the sweep; its child run (``progress``'s
+    record). Fails if the sweep ends first."""
     state = stack.probe("wait", name, condition, *args, timeout=timeout_s)
     if not state["met"]:
         raise AssertionError(f"sweep {name} ended before {condition} {' '.join(args)}: {state}")
-    return state
+    return state["chosen"]
 
 
 # --------------------------------------------------------------------------- SLURM's node logic on every host
