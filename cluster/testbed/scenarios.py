@@ -1,13 +1,16 @@
 """The multi-host scenarios on a bed, shared by the cluster test and ``bench/multihost.py``.
 
 A :class:`Stack` is a bed with its head's services running, the node
-environment file on the launching host (the head), and the smoke dataset
-rendered straight into S3 (``galaxy-da synth --out s3://...``). On it:
+environment file on the launching host (the head), and the smoke sweeps' own
+dataset (``data/smoke``, rendered once on this machine, outside the bed) uploaded
+to S3. Every host offers :data:`HOST_CPUS` Ray CPUs, whatever the machine has, and
+its GCS takes a lost host for dead sooner (:data:`RAY_NODE_ENV`). On it:
 
 - :func:`ray_up` / :func:`ray_down`: ``cluster/local.yaml`` with the bed's
   addresses filled in and the checkout sent to every host by Ray's file sync with
   ``cluster/gpu.yaml``'s excludes (:func:`bed_cluster_config`), run from the head;
-  every host must then import the whole package from its copy;
+  every host must then import the whole package from its copy; ``ray down`` is
+  followed by ``ray stop`` on every host (:func:`stop_ray_everywhere`);
 - :func:`submit`: ``ray submit ... sweeps/topk.py -- ...``, as a user types it;
 - :func:`progress`, :func:`audit`: the sweep as the tracking server holds it,
   asked from the head over the bed's network;
@@ -45,6 +48,14 @@ ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to
 # checkpoint is saved (Tune saves its state at latest every second checkpoint of a trial), and each trial must
 # then run every epoch (cluster.testbed.checks). The cluster test must fit 12 minutes on 2 cores.
 EPOCHS, FAULT_EPOCHS = 3, 5
+# Ray CPUs each host offers (--num-cpus), not the machine's core count: 4 trials at once then need at least two hosts,
+# and a lost worker leaves room for its trials elsewhere, on any machine.
+HOST_CPUS = 2
+# Ray's GCS takes a node for dead after health_check_failure_threshold failed checks health_check_period_ms apart
+# (5 x 3 s by default). A lost host's address refuses at once, so its trials move after about 5 s instead of 15 s;
+# a check that times out still waits health_check_timeout_ms (10 s, unchanged): a loaded, live host is not declared dead.
+# Read by Ray's C++ processes (RAY_<config name>) started from the node environment: the GCS on the head.
+RAY_NODE_ENV = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
 NO_PRUNING = ["--grace-period", "0"]
 COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE]
 SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8", f"optim.epochs={EPOCHS}"]
@@ -79,16 +90,25 @@ class Stack:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def start_stack(bed: TestBed, ray_start_args: str = "") -> Stack:
+def start_stack(bed: TestBed, ray_start_args: str = f"--num-cpus={HOST_CPUS}") -> Stack:
     """Services up, the node environment file written, the smoke dataset in S3."""
     keys = Secrets()
     services = Services(bed.head, bed.code, keys)
     services.start_all()
-    env = node_env(bed.head, keys) | {"GALAXY_DA_HOME": str(bed.code), "GALAXY_DA_NO_PROGRESS": "1", "GALAXY_DA_RAY_START_ARGS": ray_start_args}
+    env = node_env(bed.head, keys) | RAY_NODE_ENV | {
+        "GALAXY_DA_HOME": str(bed.code), "GALAXY_DA_NO_PROGRESS": "1", "GALAXY_DA_RAY_START_ARGS": ray_start_args}
     stack = Stack(bed, services, keys, env)
     write_env_file(stack)
-    stack.on_head([f"{stack.venv}/galaxy-da", "synth", "--out", DATA, "--n-source", "240", "--n-target", "200", "--size", "33", "--workers", "1"])
+    stack.on_head([f"{stack.venv}/galaxy-da", "upload", str(smoke_dataset(bed.code)), DATA])
     return stack
+
+
+def smoke_dataset(code: Path) -> Path:
+    """The smoke sweeps' dataset (``data/smoke`` in the checkout, the SDSS-like target), as ``--smoke-test`` makes it:
+    rendered on this machine the first time (about 20 s of GalSim), outside the bed and its loaded hosts, then kept."""
+    made = subprocess.run([str(code / ".venv/bin/python"), "-c", "from galaxy_da.sweep.cli import smoke_data; print(smoke_data())"],
+                          cwd=code, capture_output=True, text=True, check=True)
+    return code / made.stdout.strip().splitlines()[-1]
 
 
 def write_env_file(stack: Stack) -> None:
@@ -149,7 +169,25 @@ def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
 
 
 def ray_down(stack: Stack) -> None:
+    """``ray down`` from the head, then ``ray stop`` on every host: ``ray down`` stops the head, and a worker's raylet
+    would wait out Ray's GCS reconnect timeout (a minute) before it exits."""
     stack.on_head(["ray", "down", "-y", CLUSTER_YAML], timeout=300)
+    stop_ray_everywhere(stack)
+
+
+RAY_PROCESSES = ("/raylet", "/gcs_server")  # a host with neither runs no Ray node
+
+
+def stop_ray_everywhere(stack: Stack, timeout_s: float = 60) -> None:
+    """``ray stop --force`` on every live host (each sees its own processes only); fails if a Ray node is left."""
+    hosts = [host for host in stack.bed.hosts if host.alive]
+    for host in hosts:
+        host.run(["ray", "stop", "--force"], env=stack.login_env(), timeout=timeout_s, check=False)
+    deadline = time.monotonic() + timeout_s
+    while (left := [h.hostname for h in hosts if any(h.find(name) for name in RAY_PROCESSES)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        raise AssertionError(f"Ray still running on {left} {timeout_s:.0f} s after ray stop")
 
 
 def submit_command(name: str, args: list[str], *extra: str) -> list[str]:
@@ -218,7 +256,7 @@ def slurm_nodes(stack: Stack, hosts: list[Host], name: str, args: list[str] = SM
     sweep = [f"{stack.venv}/python", SWEEP, *args, "--name", name]
     processes = [
         host.popen([f"{stack.venv}/python", "-m", "galaxy_da.sweep.nodes", "--rank", str(rank), "--nodes", str(len(hosts)),
-                    "--head", hosts[0].hostname, "--", *sweep],
+                    "--head", hosts[0].hostname, "--num-cpus", str(HOST_CPUS), "--", *sweep],
                    env=stack.login_env(), cwd=str(stack.bed.code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank, host in enumerate(hosts)
     ]
