@@ -137,10 +137,11 @@ def stack():
             stack.services.stop_all()
 
 
-def test_the_tracking_server_refuses_a_worker_without_credentials(stack):
+def test_a_worker_holds_no_mlflow_user_and_the_tracking_server_refuses_it(stack):
+    """Only the head's driver holds the MLflow admin (it hands the trials a user of their own); a worker's shell has none."""
     worker = stack.bed.hosts[1]
-    env = stack.login_env() | {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
-    out = worker.run([f"{stack.venv}/python", "-m", "cluster.testbed.probe", "unauthenticated"], env=env, cwd=str(ROOT))
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(stack.login_env())
+    out = worker.run([f"{stack.venv}/python", "-m", "cluster.testbed.probe", "unauthenticated"], env=stack.login_env(), cwd=str(ROOT))
     assert json.loads(out.stdout)["status"] == 401
 
 

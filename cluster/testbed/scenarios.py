@@ -34,7 +34,7 @@ import yaml
 
 from cluster.testbed.bed import TestBed
 from cluster.testbed.host import BASE_ENV, HOME, Host
-from cluster.testbed.services import BUCKET, Secrets, Services, node_env
+from cluster.testbed.services import BUCKET, Secrets, Services, admin_env, node_env
 
 SWEEP = "sweeps/topk.py"
 DATA = f"s3://{BUCKET}/smoke"
@@ -42,6 +42,7 @@ STORAGE = f"s3://{BUCKET}/ray_results"
 CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
 SYNCED_CODE = "~/galaxy-da"  # where Ray's file sync puts the checkout on each host, as cluster/gpu.yaml does
 ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
+ADMIN_ENV_FILE = ".galaxy-da-admin.env"  # the MLflow admin, in the head's home only (the launching host is the head)
 # Tiny trials (the smoke config: 8 steps an epoch), 4 at a time. The full sweep has 8 trials of 3 epochs, with
 # ASHA (across hosts, its stops announced through storage); the SLURM sweep 4 such trials, never pruned. The
 # fault sweeps 4 trials of 5 epochs, never pruned: a fault must find a trial with epochs still to run after its
@@ -68,7 +69,8 @@ class Stack:
     bed: TestBed
     services: Services
     keys: Secrets
-    env: dict[str, str]  # the node environment
+    env: dict[str, str]  # the node environment: every host's, without an MLflow user
+    admin: dict[str, str]  # the MLflow admin's credentials: the head's alone
 
     @property
     def head(self) -> Host:
@@ -82,8 +84,12 @@ class Stack:
         """A shell on a node after ~/.bashrc: the node environment and the venv first on PATH."""
         return self.env | {"PATH": f"{self.venv}:{BASE_ENV['PATH']}"}
 
+    def head_env(self) -> dict[str, str]:
+        """A shell on the head after ~/.bashrc: a node's, and the MLflow admin (the driver's, the probes')."""
+        return self.login_env() | self.admin
+
     def on_head(self, argv: list[str], timeout: float = 900, check: bool = True, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-        return self.head.run(argv, env=env if env is not None else self.login_env(), cwd=str(self.bed.code), timeout=timeout, check=check)
+        return self.head.run(argv, env=env if env is not None else self.head_env(), cwd=str(self.bed.code), timeout=timeout, check=check)
 
     def probe(self, *args: str, timeout: float = 300) -> dict:
         out = self.on_head([f"{self.venv}/python", "-m", "cluster.testbed.probe", *args], timeout=timeout).stdout
@@ -97,8 +103,8 @@ def start_stack(bed: TestBed, ray_start_args: str = f"--num-cpus={HOST_CPUS}") -
     services.start_all()
     env = node_env(bed.head, keys) | RAY_NODE_ENV | {
         "GALAXY_DA_HOME": str(bed.code), "GALAXY_DA_NO_PROGRESS": "1", "GALAXY_DA_RAY_START_ARGS": ray_start_args}
-    stack = Stack(bed, services, keys, env)
-    write_env_file(stack)
+    stack = Stack(bed, services, keys, env, admin_env(keys))
+    write_env_files(stack)
     stack.on_head([f"{stack.venv}/galaxy-da", "upload", str(smoke_dataset(bed.code)), DATA])
     return stack
 
@@ -111,10 +117,17 @@ def smoke_dataset(code: Path) -> Path:
     return code / made.stdout.strip().splitlines()[-1]
 
 
-def write_env_file(stack: Stack) -> None:
-    path = stack.head.root / "home" / ENV_FILE
-    path.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in stack.env.items()))
-    path.chmod(0o600)
+def write_env_files(stack: Stack) -> None:
+    """The node environment file and the admin's, both in the launching host's (the head's) home, mode 600.
+
+    ``ray up`` copies the first to every node (``file_mounts``); the second stays on
+    the head, where ``~/.bashrc`` loads it (``head_setup_commands``). On a cloud
+    cluster, whose launching machine is not the head, ``ray rsync-up`` puts it there.
+    """
+    for name, variables in ((ENV_FILE, stack.env), (ADMIN_ENV_FILE, stack.admin)):
+        path = stack.head.root / "home" / name
+        path.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in variables.items()))
+        path.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- ray up / submit / down
@@ -165,7 +178,26 @@ def ray_up(stack: Stack, workers: list[Host], timeout_s: float = 600) -> float:
     stack.probe("nodes", f"{stack.head.address}:6379", str(1 + len(workers)), str(timeout_s), timeout=timeout_s + 60)
     elapsed = time.monotonic() - began
     check_synced_code(stack, [stack.head, *workers])
+    check_no_admin_secret(stack, workers)
     return elapsed
+
+
+def check_no_admin_secret(stack: Stack, hosts: list[Host]) -> None:
+    """No file in these hosts' homes and no process on them holds the MLflow admin's password (the head's driver alone needs it)."""
+    secret = stack.keys.mlflow_password.encode()
+    for host in hosts:
+        home = host.root / "home"
+        holders = [str(path.relative_to(home)) for path in home.rglob("*") if path.is_file() and not path.is_symlink() and secret in path.read_bytes()]
+        holders += [f"pid {pid}" for pid in host.pids() if secret in process_environment(pid)]
+        if holders:
+            raise AssertionError(f"{host.hostname} holds the MLflow admin's password: {holders}")
+
+
+def process_environment(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def ray_down(stack: Stack) -> None:
@@ -209,7 +241,7 @@ class Submission:
 
 
 def start_submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS) -> subprocess.Popen:
-    return stack.head.popen(submit_command(name, args, *extra), env=stack.login_env(), cwd=str(stack.bed.code),
+    return stack.head.popen(submit_command(name, args, *extra), env=stack.head_env(), cwd=str(stack.bed.code),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -247,7 +279,8 @@ def wait_for(stack: Stack, name: str, condition: str, *args: str, timeout_s: flo
 
 
 def slurm_nodes(stack: Stack, hosts: list[Host], name: str, args: list[str] = SMALL_ARGS, timeout_s: float = 900) -> tuple[list[Submission], float]:
-    """``python -m galaxy_da.sweep.nodes`` on each host (rank = position; rank 0 runs the sweep); their results.
+    """``python -m galaxy_da.sweep.nodes`` on each host (rank = position; rank 0 runs the sweep, and alone holds the
+    MLflow admin); their results.
 
     As ``srun`` would, the job ends with rank 0: a worker still there two minutes
     later (it stops once the head is gone) is killed and reported with status -9.
@@ -257,7 +290,8 @@ def slurm_nodes(stack: Stack, hosts: list[Host], name: str, args: list[str] = SM
     processes = [
         host.popen([f"{stack.venv}/python", "-m", "galaxy_da.sweep.nodes", "--rank", str(rank), "--nodes", str(len(hosts)),
                     "--head", hosts[0].hostname, "--num-cpus", str(HOST_CPUS), "--", *sweep],
-                   env=stack.login_env(), cwd=str(stack.bed.code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   env=stack.head_env() if rank == 0 else stack.login_env(), cwd=str(stack.bed.code),
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank, host in enumerate(hosts)
     ]
     results = [finish(processes[0], began, timeout_s)]

@@ -14,6 +14,8 @@ PBKDF2 hash, which made a smoke sweep's logging several times slower on 2 cores.
 Secrets (database password, S3 keys, the MLflow admin, Ray's token) are drawn
 fresh for each bed (:class:`Secrets`) and handed over in environment variables
 only; the one file written (MLflow's auth ini) names the user database, no secret.
+Every node gets :func:`node_env`, which holds no MLflow user; the admin's
+credentials (:func:`admin_env`) go to the head alone.
 :meth:`Services.restart` stops a service's whole process group and starts it again
 (the tracking-server fault).
 """
@@ -76,11 +78,14 @@ def as_postgres(argv: list[str]) -> list[str]:
 
 
 def node_env(head: Host, keys: Secrets) -> dict[str, str]:
-    """What every node of the cluster needs in its environment to reach the shared services."""
+    """What every node of the cluster needs in its environment to reach the shared services: no MLflow user.
+
+    Trials log as the sweep's own non-admin user, whose credentials the driver hands
+    them (``galaxy_da/sweep/trial_user.py``); only the driver, on the head, holds the
+    admin's (:func:`admin_env`).
+    """
     return {
         "MLFLOW_TRACKING_URI": f"http://{head.address}:{MLFLOW_PORT}",
-        "MLFLOW_TRACKING_USERNAME": keys.mlflow_user,
-        "MLFLOW_TRACKING_PASSWORD": keys.mlflow_password,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "8",  # with backoff 1: about a minute of outage is absorbed
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "AWS_ENDPOINT_URL": f"http://{head.address}:{S3_PORT}",
@@ -90,6 +95,11 @@ def node_env(head: Host, keys: Secrets) -> dict[str, str]:
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": keys.ray_token,
     }
+
+
+def admin_env(keys: Secrets) -> dict[str, str]:
+    """The MLflow admin, for the head alone: the sweep's driver creates the trials' user with it, probes read with it."""
+    return {"MLFLOW_TRACKING_USERNAME": keys.mlflow_user, "MLFLOW_TRACKING_PASSWORD": keys.mlflow_password}
 
 
 @dataclass
