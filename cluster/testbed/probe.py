@@ -1,7 +1,8 @@
 """Small checks a host runs against the shared services: ``python -m cluster.testbed.probe <check> ...``.
 
-Run inside a host (``Host.run``) with the node environment, so every call
-crosses the bed's network exactly as a trial's would. Each prints one JSON line.
+Run inside a host (``Host.run``), on the head with its environment (the node's and
+the MLflow admin), so every call crosses the bed's network exactly as a trial's would.
+Each prints one JSON line.
 
 - ``make-bucket NAME``: create the S3 bucket (through pyarrow, with ``AWS_ENDPOINT_URL``);
 - ``unauthenticated``: the HTTP status the tracking server gives a request without credentials;
