@@ -7,7 +7,7 @@ the parent run receives, under ``report/``:
 - ``leaderboard.md`` / ``leaderboard.csv``: one row per child run (run, name,
   which pick it is: the sweep's own pick, its training-time best (parent tag
   ``best_run_id``), and the full-split pick, the first row; backbone, method,
-  top-k, schedule, seed), its label-free selection scores per
+  top-k, schedule, seed; the target survey when the sweep varied ``data.target``), its label-free selection scores per
   rule on the full splits (columns ``<rule> (full splits)``: the sweep's own
   leaderboard holds training-time scores, possibly on a subsample), the ORACLE target test macro-F1 and target acc / balanced acc, source val acc;
   rows sorted by the sweep's own label-free selection rule;
@@ -17,6 +17,11 @@ the parent run receives, under ``report/``:
 - ``score_vs_oracle.png``: each rule's score against the oracle macro-F1;
 - metrics ``report/regret/<rule>``: ``max_r F1(r) - F1(argmax_r score_rule(r))``,
   the target macro-F1 lost by selecting with that rule instead of the oracle (>= 0).
+
+A sweep that varied ``data.target`` is compared within each target survey (each has
+its own test split, class priors and majority baseline): ``leaderboard.md`` adds a
+table of each target's best runs (the label-free pick and the ORACLE's best), the
+majority baseline and the regrets are per target (``report/regret/<target>/<rule>``).
 
 The command prints one line per child run as it is evaluated (``--show-evaluations``:
 each run's whole evaluation table instead), the report, where it was saved and
@@ -32,21 +37,20 @@ import math
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-from scipy import stats
-
+from galaxy_da.data.schema import DEFAULT_TARGET
 from galaxy_da.eval import EVAL_METRIC, evaluate_run
+from galaxy_da.report_stats import CONFIDENCE, GROUP_TAG, ORACLE_COLUMN, mean_interval, seed_groups, selection_regret
 from galaxy_da.selection import ORACLE, SELECTION_RULES
 from galaxy_da.tracking import TRACKING_URI_HELP
 
+__all__ = ["ORACLE_COLUMN", "SweepReport", "build_report", "mean_interval", "score_column", "selection_regret"]
+
 TAG_COLUMNS = ("backbone", "method", "topk", "schedule", "seed")
-GROUP_TAG = "config_hash_noseed"
-ORACLE_COLUMN = f"{ORACLE}: tgt_test macro_f1"
+TARGET_COLUMN, TARGET_PARAM = "target", "data.target"  # a run's target survey, from its config params
 PICK_COLUMN = "pick"
 SWEEP_PICK, FULL_SPLIT_PICK = "sweep's pick", "full-split pick"
 
@@ -65,9 +69,7 @@ METRIC_COLUMNS = {
     "tgt_test balanced_acc": "eval/tgt_test/balanced_acc",
     "src_val acc": "eval/src_val/acc",
 }
-GROUP_METRICS = {"tgt_test macro_f1": "eval/tgt_test/macro_f1", "tgt_test acc": "eval/tgt_test/acc"}
 BASELINE_METRICS = ("eval/tgt_test/majority_acc", "eval/tgt_test/majority_macro_f1", "eval/tgt_test/majority_balanced_acc")
-CONFIDENCE = 0.95
 
 
 @dataclass
@@ -75,55 +77,30 @@ class SweepReport:
     parent_run_id: str
     rows: list[dict[str, Any]]  # leaderboard, sorted by ``sort_rule``
     groups: list[dict[str, Any]]
-    regret: dict[str, float]  # rule -> oracle macro-F1 regret
+    regret: dict[str, dict[str, float]]  # target survey -> rule -> oracle macro-F1 regret among that target's runs
     sort_rule: str
     skipped: dict[str, str]  # child run id -> why it has no evaluation
-    baseline: dict[str, float]  # majority-class predictor on target test
+    baselines: dict[str, dict[str, float]]  # target survey -> majority-class predictor on its test split
     sweep_pick: Optional[str] = None  # the sweep's own best run (parent tag best_run_id), if it finished
 
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str, float]:
-    """n, mean, sample std (ddof 1) and the t-interval ``mean +- t_{(1+c)/2, n-1} std / sqrt(n)``.
-
-    ``std`` and the interval are NaN for n < 2 (one seed says nothing about spread).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    if n < 2:
-        return {"n": n, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    std = float(values.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    @property
+    def targets(self) -> list[str]:
+        return list(by_target(self.rows))
 
 
-def selection_regret(rows: list[dict[str, Any]], rule_column: str) -> float:
-    """``max_r oracle(r) - oracle(argmax_r rule(r))`` over rows where both are finite; NaN if none."""
-    scored = [r for r in rows if math.isfinite(r[rule_column]) and math.isfinite(r[ORACLE_COLUMN])]
-    if not scored:
-        return math.nan
-    picked = max(scored, key=lambda r: r[rule_column])
-    return max(r[ORACLE_COLUMN] for r in scored) - picked[ORACLE_COLUMN]
-
-
-def seed_groups(rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """One entry per ``config_hash_noseed``: its tags, seeds and :func:`mean_interval` of each group metric."""
-    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def by_target(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each target survey, targets in order of first appearance, rows in their order: several
+    targets when the sweep varied ``data.target``. Scores, the ORACLE and the majority baseline are each
+    target's own (its test split, its class priors), so runs are compared within a target."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        members[row[GROUP_TAG]].append(row)
-    groups = []
-    for key, group_rows in members.items():
-        entry = {GROUP_TAG: key, **{tag: group_rows[0][tag] for tag in TAG_COLUMNS if tag != "seed"}}
-        entry["seeds"] = " ".join(sorted(r["seed"] for r in group_rows))
-        for name, metric in GROUP_METRICS.items():
-            summary = mean_interval([metrics[r["run_id"]].get(metric, math.nan) for r in group_rows])
-            entry["n"] = summary.pop("n")
-            entry |= {f"{name} {stat}": value for stat, value in summary.items()}
-        groups.append(entry)
-    return sorted(groups, key=lambda g: -g["tgt_test macro_f1 mean"] if math.isfinite(g["tgt_test macro_f1 mean"]) else math.inf)
+        groups.setdefault(row[TARGET_COLUMN], []).append(row)
+    return groups
+
+
+def shown_tags(rows: list[dict[str, Any]]) -> list[str]:
+    """The run tags the tables show: :data:`TAG_COLUMNS`, and the target survey when the rows have several."""
+    return [*TAG_COLUMNS, TARGET_COLUMN] if len(by_target(rows)) > 1 else list(TAG_COLUMNS)
 
 
 # --------------------------------------------------------------------------- collecting
@@ -168,6 +145,7 @@ def leaderboard_row(run, metrics: dict[str, float]) -> dict[str, Any]:
         "run_id": run.info.run_id,
         "run_name": run.info.run_name or "",
         **{tag: tags.get(tag, "") for tag in TAG_COLUMNS},
+        TARGET_COLUMN: run.data.params.get(TARGET_PARAM, DEFAULT_TARGET),  # runs from before data.target read sdss
         GROUP_TAG: tags.get(GROUP_TAG, run.info.run_id),
         **{column: metrics.get(metric, math.nan) for column, metric in METRIC_COLUMNS.items()},
     }
@@ -196,14 +174,21 @@ def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: 
     metrics, skipped = evaluate_children(children, tracking_uri, force, echo, progress)
     rows = [leaderboard_row(run, metrics[run.info.run_id]) for run in children if run.info.run_id in metrics]
     sort_rule = children[0].data.tags.get("selection_rule", "src_val")
+    return assemble_report(parent_run_id, rows, metrics, sort_rule, skipped, parent.data.tags.get("best_run_id"))
+
+
+def assemble_report(parent_run_id: str, rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]], sort_rule: str,
+                    skipped: dict[str, str], sweep_pick: Optional[str]) -> SweepReport:
+    """The report of evaluated leaderboard ``rows`` (``metrics``: each run's ``eval/`` metrics): rows sorted by
+    ``sort_rule`` with the picks marked, seed groups, and each target survey's regrets and majority baseline."""
     sort_column = score_column(sort_rule)
-    rows.sort(key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
-    sweep_pick = parent.data.tags.get("best_run_id")
+    rows = sorted(rows, key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
     mark_picks(rows, sweep_pick, sort_column)
-    regret = {rule: selection_regret(rows, score_column(rule)) for rule in SELECTION_RULES}
-    first = next(iter(metrics.values()), {})
-    baseline = {key: first.get(key, math.nan) for key in BASELINE_METRICS}
-    return SweepReport(parent_run_id, rows, seed_groups(rows, metrics), regret, sort_rule, skipped, baseline, sweep_pick)
+    targets = by_target(rows)
+    regret = {target: {rule: selection_regret(members, score_column(rule)) for rule in SELECTION_RULES} for target, members in targets.items()}
+    baselines = {target: {key: metrics[members[0]["run_id"]].get(key, math.nan) for key in BASELINE_METRICS} for target, members in targets.items()}
+    groups = seed_groups(rows, metrics, shown_tags(rows))
+    return SweepReport(parent_run_id, rows, groups, regret, sort_rule, skipped, baselines, sweep_pick)
 
 
 # --------------------------------------------------------------------------- writing
@@ -229,8 +214,41 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def leaderboard_columns() -> list[str]:
-    return ["run_id", "run_name", PICK_COLUMN, *TAG_COLUMNS, *METRIC_COLUMNS]
+def leaderboard_columns(report: SweepReport) -> list[str]:
+    return ["run_id", "run_name", PICK_COLUMN, *shown_tags(report.rows), *METRIC_COLUMNS]
+
+
+def regret_column(report: SweepReport, target: str) -> str:
+    return "regret (oracle macro-F1 lost)" if len(report.regret) == 1 else f"regret on {target}"
+
+
+def regret_metrics(report: SweepReport) -> dict[str, float]:
+    """The finite regrets as metrics: ``report/regret/<rule>``, or ``report/regret/<target>/<rule>`` for several targets."""
+    several = len(report.regret) > 1
+    return {
+        f"report/regret/{f'{target}/' if several else ''}{rule}": value
+        for target, regrets in report.regret.items() for rule, value in regrets.items() if math.isfinite(value)
+    }
+
+
+def target_bests(report: SweepReport) -> list[dict[str, Any]]:
+    """Each target survey's best runs: the pick of the sweep's label-free rule on the full splits (its first
+    row) and the ORACLE's best (analysis only), with their target test macro-F1 and the majority baseline's."""
+    column, bests = score_column(report.sort_rule), []
+    for target, rows in by_target(report.rows).items():
+        pick = next((row for row in rows if math.isfinite(row[column])), None)
+        best = max((row for row in rows if math.isfinite(row[ORACLE_COLUMN])), key=lambda row: row[ORACLE_COLUMN], default=None)
+        bests.append({
+            TARGET_COLUMN: target, "runs": len(rows),
+            f"{report.sort_rule} pick": run_label(pick), "its tgt_test macro_f1 (ORACLE)": pick[ORACLE_COLUMN] if pick else math.nan,
+            "ORACLE best": run_label(best), "its tgt_test macro_f1": best[ORACLE_COLUMN] if best else math.nan,
+            "majority tgt_test macro_f1": report.baselines[target].get("eval/tgt_test/majority_macro_f1", math.nan),
+        })
+    return bests
+
+
+def run_label(row: Optional[dict[str, Any]]) -> str:
+    return f"`{row['run_name']}` ({row['run_id'][:8]})" if row else "none"
 
 
 def picks_sentence(report: SweepReport) -> str:
@@ -238,26 +256,44 @@ def picks_sentence(report: SweepReport) -> str:
     rule = f"`{report.sort_rule}`"
     marked = {pick: row for row in report.rows for pick in row[PICK_COLUMN].split(" + ") if pick}
     sweep, full = marked.get(SWEEP_PICK), marked.get(FULL_SPLIT_PICK)
-
-    def name(row: dict[str, Any]) -> str:
-        return f"`{row['run_name']}` ({row['run_id'][:8]})"
-
     if report.sweep_pick is None:
         return "The parent run has no `best_run_id` tag (a sweep sets it when every trial has ended): only the full-split pick is marked."
     if sweep is None:
         return f"The sweep's pick, run {report.sweep_pick}, has no evaluation (see the end of this report): only the full-split pick is marked."
     if full is None:
-        return f"No run has a finite {rule} score on the full splits: only the sweep's pick, {name(sweep)}, is marked."
+        return f"No run has a finite {rule} score on the full splits: only the sweep's pick, {run_label(sweep)}, is marked."
     if sweep is full:
-        return f"The sweep's pick (its best {rule} at training time) is also the full-split pick: {name(sweep)}."
-    return (f"The sweep's pick and the full-split pick differ: the sweep chose {name(sweep)} by its training-time {rule} "
-            f"(on what its `scored_on` tag names, possibly a subsample); on the full splits {rule} ranks {name(full)} first. "
+        return f"The sweep's pick (its best {rule} at training time) is also the full-split pick: {run_label(sweep)}."
+    return (f"The sweep's pick and the full-split pick differ: the sweep chose {run_label(sweep)} by its training-time {rule} "
+            f"(on what its `scored_on` tag names, possibly a subsample); on the full splits {rule} ranks {run_label(full)} first. "
             f"ORACLE target test macro-F1: {sweep[ORACLE_COLUMN]:.4f} for the sweep's pick, {full[ORACLE_COLUMN]:.4f} for the full-split pick.")
 
 
+def baseline_sentence(report: SweepReport) -> str:
+    """The majority-class predictor on target test: one survey's figures, or each target survey's."""
+    def figures(baseline: dict[str, float]) -> str:
+        return ", ".join(f"{k.removeprefix('eval/tgt_test/majority_')} {v:.4f}" for k, v in baseline.items())
+
+    if len(report.baselines) <= 1:
+        only = next(iter(report.baselines.values()), dict.fromkeys(BASELINE_METRICS, math.nan))
+        return f"Majority-class predictor on target test: {figures(only)}."
+    return "Majority-class predictor on each target survey's test split: " + "; ".join(f"{t}: {figures(b)}" for t, b in report.baselines.items()) + "."
+
+
+def by_target_sections(report: SweepReport) -> list[str]:
+    """For a sweep that varied ``data.target``: each target's best runs (none otherwise)."""
+    if len(report.targets) < 2:
+        return []
+    bests = target_bests(report)
+    return [
+        "## Best run of each target survey",
+        "Runs are compared within a target survey only: each has its own test split, class priors and majority baseline.",
+        markdown_table(bests, list(bests[0])),
+    ]
+
+
 def to_markdown(report: SweepReport) -> str:
-    baseline = ", ".join(f"{k.removeprefix('eval/tgt_test/majority_')} {v:.4f}" for k, v in report.baseline.items())
-    regret_rows = [{"rule": rule, "regret (oracle macro-F1 lost)": value} for rule, value in report.regret.items()]
+    regret_rows = [{"rule": rule, **{regret_column(report, t): report.regret[t][rule] for t in report.regret}} for rule in SELECTION_RULES]
     group_columns = list(report.groups[0]) if report.groups else [GROUP_TAG]
     sections = [
         f"# Sweep report: parent run {report.parent_run_id}",
@@ -266,13 +302,15 @@ def to_markdown(report: SweepReport) -> str:
         "leaderboard shows training-time scores, on the subsample its `scored_on` tag names). "
         f"The `{ORACLE_COLUMN}` column is the ORACLE: it reads target test labels and is for analysis only; "
         "it never selects a run.",
-        f"Majority-class predictor on target test: {baseline}.",
+        baseline_sentence(report),
         "## Leaderboard",
-        markdown_table(report.rows, leaderboard_columns()),
+        markdown_table(report.rows, leaderboard_columns(report)),
         picks_sentence(report),
+        *by_target_sections(report),
         "## Regret of each label-free rule",
-        "regret = oracle macro-F1 of the best run - oracle macro-F1 of the run the rule picks (0 = the rule picks the best run).",
-        markdown_table(regret_rows, ["rule", "regret (oracle macro-F1 lost)"]),
+        "regret = oracle macro-F1 of the best run - oracle macro-F1 of the run the rule picks (0 = the rule picks the best run)"
+        + (", among the runs of one target survey." if len(report.regret) > 1 else "."),
+        markdown_table(regret_rows, ["rule", *(regret_column(report, t) for t in report.regret)]),
         f"## Seed groups (same `{GROUP_TAG}`): mean, std and {CONFIDENCE:.0%} t-interval",
         markdown_table(report.groups, group_columns),
     ]
@@ -299,11 +337,10 @@ def log_report(report: SweepReport, tracking_uri: Optional[str] = None) -> None:
     client = mlflow_client(tracking_uri or default_tracking_uri())
     run_id = report.parent_run_id
     client.log_text(run_id, to_markdown(report), "report/leaderboard.md")
-    client.log_text(run_id, csv_text([{c: row[c] for c in leaderboard_columns()} for row in report.rows]), "report/leaderboard.csv")
+    client.log_text(run_id, csv_text([{c: row[c] for c in leaderboard_columns(report)} for row in report.rows]), "report/leaderboard.csv")
     client.log_text(run_id, csv_text(report.groups), "report/groups.csv")
-    finite = {f"report/regret/{rule}": value for rule, value in report.regret.items() if math.isfinite(value)}
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in finite.items()])
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in regret_metrics(report).items()])
     if report.rows:
         with tempfile.TemporaryDirectory() as tmp:
             client.log_artifact(run_id, str(save(score_vs_oracle_figure(report), Path(tmp) / "score_vs_oracle.png")), "report")

@@ -10,7 +10,10 @@ import pytest
 
 from galaxy_da import cli
 from galaxy_da.config import load_config
-from galaxy_da.report import ORACLE_COLUMN, mean_interval, score_column, selection_regret
+from galaxy_da.report import (
+    ORACLE_COLUMN, TARGET_COLUMN, assemble_report, leaderboard_columns, leaderboard_row, mean_interval, regret_metrics, score_column,
+    selection_regret, to_markdown,
+)
 from galaxy_da.selection import SELECTION_RULES
 from galaxy_da.tracking import ensure_experiment
 from galaxy_da.trial import run_trial
@@ -37,6 +40,51 @@ def test_selection_regret_is_the_oracle_gap_of_the_rule_pick():
     ]
     assert selection_regret(rows, "select/src_val") == pytest.approx(0.25)
     assert selection_regret(rows[1:2], "select/src_val") == 0.0
+
+
+def logged_run(run_id: str, target: str, tags: dict[str, str]):
+    """A child run as MLflow returns it: its name, its data.target param, its tags."""
+    from mlflow.entities import Param, Run, RunData, RunInfo, RunTag
+
+    info = RunInfo(run_id, "0", "user", "FINISHED", 0, 1, "active", run_name=f"run-{run_id}")
+    return Run(info, RunData(params=[Param("data.target", target)], tags=[RunTag(k, v) for k, v in tags.items()]))
+
+
+def target_sweep_report(targets: dict[str, str]):
+    """The report of runs ``{run id: target}`` whose src_val score and ORACLE macro-F1 are set by hand below."""
+    scores = {"a": (0.90, 0.60), "b": (0.80, 0.70), "c": (0.95, 0.30), "d": (0.70, 0.50)}
+    majority = {"sdss": 0.29, "desi": 0.25}
+    metrics = {
+        run: {"eval/select/src_val": scores[run][0], "eval/select/oracle": scores[run][1], "eval/tgt_test/majority_macro_f1": majority[target]}
+        for run, target in targets.items()
+    }
+    runs = [logged_run(run, target, {"method": "laplacian", "seed": "0", "config_hash_noseed": run}) for run, target in targets.items()]
+    rows = [leaderboard_row(run, metrics[run.info.run_id]) for run in runs]
+    return assemble_report("parent", rows, metrics, "src_val", {}, sweep_pick="c")
+
+
+def test_a_sweep_over_targets_is_compared_within_each_target():
+    report = target_sweep_report({"a": "sdss", "b": "sdss", "c": "desi", "d": "desi"})
+    assert [row["run_id"] for row in report.rows] == ["c", "a", "b", "d"] and report.targets == ["desi", "sdss"]
+    assert report.regret["sdss"]["src_val"] == pytest.approx(0.10) and report.regret["desi"]["src_val"] == pytest.approx(0.20)
+    assert regret_metrics(report) == pytest.approx({"report/regret/desi/src_val": 0.20, "report/regret/sdss/src_val": 0.10})
+    assert {t: b["eval/tgt_test/majority_macro_f1"] for t, b in report.baselines.items()} == {"desi": 0.25, "sdss": 0.29}
+    assert TARGET_COLUMN in leaderboard_columns(report) and all(TARGET_COLUMN in group for group in report.groups)
+    markdown = to_markdown(report)
+    best = markdown.split("## Best run of each target survey", 1)[1].split("##", 1)[0]
+    lines = {line.split(" | ")[0].strip("| "): line for line in best.splitlines() if line.startswith("| desi") or line.startswith("| sdss")}
+    assert "`run-c` (c)" in lines["desi"] and "`run-d` (d)" in lines["desi"] and "0.3000" in lines["desi"] and "0.5000" in lines["desi"]
+    assert "`run-a` (a)" in lines["sdss"] and "`run-b` (b)" in lines["sdss"] and "0.2900" in lines["sdss"]
+    assert "on each target survey's test split: desi: acc nan, macro_f1 0.2500" in markdown and "sdss: acc nan, macro_f1 0.2900" in markdown
+    assert "regret on desi" in markdown and "regret on sdss" in markdown
+
+
+def test_a_sweep_on_one_target_reports_as_before():
+    report = target_sweep_report({"a": "sdss", "b": "sdss"})
+    assert TARGET_COLUMN not in leaderboard_columns(report) and all(TARGET_COLUMN not in group for group in report.groups)
+    assert regret_metrics(report) == pytest.approx({"report/regret/src_val": 0.10})
+    markdown = to_markdown(report)
+    assert "Best run of each target survey" not in markdown and "Majority-class predictor on target test: acc nan, macro_f1 0.2900" in markdown
 
 
 @pytest.fixture(scope="module")

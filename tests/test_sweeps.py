@@ -14,10 +14,12 @@ import pytest
 
 from galaxy_da.sweep import space as search_space
 from galaxy_da.config import load_config
-from galaxy_da.sweep.cli import SMOKE_CONFIG, base_config_path
+from galaxy_da.sweep.cli import SMOKE_CONFIG, SMOKE_DATA, base_config_path, smoke_data_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("[!_]*.py"))
+# The quality benchmark's data; the label-shift sweep's holds both target surveys (bench/label_shift_study.py renders it).
+REAL_DATA = ("data/quality", "data/label_shift")
 
 
 def load_sweep(path: Path) -> dict:
@@ -46,7 +48,7 @@ def test_every_value_of_every_sweep_is_valid_on_that_sweeps_own_base_config(path
 def test_real_sweeps_tune_real_trials_not_the_smoke_configuration(path):
     """The base config is sized for the quality benchmark: all its galaxies, not smoke.yaml's few hundred."""
     cfg = load_config(sweep_base(path))
-    assert sweep_base(path) != SMOKE_CONFIG and cfg.data.path == "data/quality"
+    assert sweep_base(path) != SMOKE_CONFIG and cfg.data.path in REAL_DATA
     assert cfg.data.max_source is None and cfg.data.max_target is None
     assert cfg.optim.epochs * (cfg.optim.steps_per_epoch or 1) >= 8 * 16
 
@@ -57,6 +59,26 @@ def test_every_sweep_documents_the_shared_flags(path):
     assert out.returncode == 0, out.stderr
     for flag in ("--smoke-test", "--resume", "--tracking-uri", "--num-samples", "--data", "--max-concurrent", "--storage-path", "--use-gpu", "--no-use-gpu", "--autoscaler-config"):
         assert flag in out.stdout
+
+
+def test_a_sweep_reads_the_targets_its_space_gives_and_its_smoke_renders_only_those():
+    label_shift = load_sweep(ROOT / "sweeps" / "label_shift.py")
+    base = load_config(SMOKE_CONFIG).model_dump(mode="json")
+    assert search_space.values_of(base, label_shift["SPACE"], "data.target") == ["sdss", "desi"]
+    assert search_space.values_of(base, load_sweep(ROOT / "sweeps" / "topk.py")["SPACE"], "data.target") == ["sdss"]
+    assert search_space.values_of(base, {"data.target": {"grid": ["desi"]}}, "data.target") == ["desi"]  # no trial keeps the base's
+    assert smoke_data_path(["sdss"]) == SMOKE_DATA and smoke_data_path(["sdss", "desi"]) == SMOKE_DATA.with_name("smoke-desi-sdss")
+
+
+def test_a_sweep_over_a_target_the_data_lacks_is_refused_in_one_line_before_any_run(toy_dataset, tmp_path):
+    """The toy dataset holds the sdss target only; sweeps/label_shift.py varies data.target over sdss and desi."""
+    db = tmp_path / "mlflow.db"
+    command = [sys.executable, str(ROOT / "sweeps" / "label_shift.py"), "--data", str(toy_dataset),
+               "--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert f"data.target 'desi': {toy_dataset} holds no such target survey; it holds sdss" in done.stderr
+    assert not db.exists() and not (tmp_path / "ray").exists()
 
 
 def child_runs(db: Path) -> list[tuple[str, str]]:
@@ -139,6 +161,41 @@ def test_benchmark_sweep_smoke_runs_every_recipe_to_the_last_epoch(toy_dataset, 
     assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
     for run_id, _ in runs:
         assert epoch_steps(tmp_path / "mlflow.db", run_id) == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def two_target_dataset(tmp_path_factory) -> Path:
+    """96 source galaxies and 80 of each target survey (sdss, desi) at 17 px: smaller than the smoke's own data."""
+    from galaxy_da.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("two-targets") / "data", seed=0, n_source=96, n_target=80, size=17, progress=False)
+
+
+@pytest.mark.slow
+def test_label_shift_sweep_smoke_runs_a_weighted_trial_on_each_target(two_target_dataset, tmp_path):
+    """sweeps/label_shift.py --smoke-test: a BBSE-weighted trial on each survey of a two-target dataset, each reading its own."""
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [
+        sys.executable, str(ROOT / "sweeps" / "label_shift.py"), "--smoke-test", "--data", str(two_target_dataset),
+        "--tracking-uri", store, "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["trials"] == 2
+    runs = child_runs(tmp_path / "mlflow.db")
+    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
+    client = MlflowClient(store)
+    targets = set()
+    for run_id, _ in runs:
+        run = client.get_run(run_id)
+        target = run.data.params["data.target"]
+        targets.add(target)
+        assert run.data.params["align.label_shift"] == "bbse" and target in run.info.run_name, run.info.run_name
+        assert any(key.startswith("label_shift/prior/") for key in run.data.metrics)  # the priors were estimated: the trial weighed
+    assert targets == {"sdss", "desi"}
 
 
 # --------------------------------------------------------------------------- a newcomer's first hour

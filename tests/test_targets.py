@@ -50,6 +50,18 @@ def test_a_trial_reads_the_configured_target(two_targets):
     assert not np.array_equal(default.target_stats.mean, data.target_stats.mean)  # statistics of the survey read
 
 
+def test_a_sweep_trial_reads_the_target_its_space_gives(two_targets):
+    from galaxy_da.sweep.space import trial_config
+
+    base = load_config(None, [f"data.path={two_targets}"]).model_dump(mode="json")
+    space = {"align.label_shift": {"grid": ["none", "bbse"]}, "data.target": {"grid": ["sdss", "desi"]}}
+    for target in ("desi", "sdss"):
+        cfg = trial_config(base, space, {"align.label_shift": "bbse", "data.target": target})
+        data = load_trial_data(cfg)
+        assert cfg.data.target == data.view.target_survey == target and cfg.align.label_shift == "bbse"
+        assert all(object_id.startswith(f"synth-{target}-") for object_id in data.target_adapt.object_ids)
+
+
 def test_an_unknown_target_is_one_line_naming_data_target_and_the_surveys_held(two_targets):
     view = ShardDataset(str(two_targets), target="hsc").training_view()
     with pytest.raises(DatasetError) as error:

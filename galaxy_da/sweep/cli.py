@@ -7,8 +7,8 @@ A sweep script declares only its search space and trial budget and calls
     if __name__ == "__main__":
         sys.exit(main("topk", SPACE, num_samples=12, description=__doc__))
 
-Flags: ``--config``, dotted overrides, ``--data``, ``--smoke-test`` (tiny data,
-generated when missing; 3 epochs; a few trials; running it again replaces the
+Flags: ``--config``, dotted overrides, ``--data``, ``--smoke-test`` (tiny data with
+the target surveys its trials read, generated when missing; 3 epochs; a few trials; running it again replaces the
 previous smoke sweep), ``--resume``, ``--tracking-uri``,
 ``--num-samples``, ``--max-concurrent``, ``--storage-path``, ``--name``,
 ``--address``, ``--num-cpus``, ``--cpus-per-trial``, ``--searcher``, ``--seed``,
@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from galaxy_da.sweep.space import Space
+from galaxy_da.data.schema import DEFAULT_TARGET
+from galaxy_da.sweep.space import Space, values_of
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE_CONFIG = CONFIGS / "smoke.yaml"
@@ -81,12 +82,20 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     return p
 
 
-def smoke_data(path: Path = SMOKE_DATA) -> Path:
-    """A tiny synthetic dataset, rendered once (about 20 s)."""
+def smoke_data_path(targets: Sequence[str]) -> Path:
+    """``data/smoke`` for the SDSS-like target alone (every smoke sweep but the label-shift one), else
+    ``data/smoke-<target>-<target>...``: a smoke renders only the surveys its trials read."""
+    return SMOKE_DATA if list(targets) == [DEFAULT_TARGET] else SMOKE_DATA.with_name(f"{SMOKE_DATA.name}-{'-'.join(sorted(targets))}")
+
+
+def smoke_data(targets: Sequence[str] = (DEFAULT_TARGET,)) -> Path:
+    """A tiny synthetic dataset of 240 source galaxies and 200 of each target survey of ``targets``, rendered once
+    (about 20 s with one survey) at :func:`smoke_data_path`."""
+    path = smoke_data_path(targets)
     if not (path / "manifest.json").is_file():
         from galaxy_da.data import synth
 
-        synth.generate(path, seed=0, n_source=240, n_target=200, size=33, workers=1, progress=False, targets=["sdss"])
+        synth.generate(path, seed=0, n_source=240, n_target=200, size=33, workers=1, progress=False, targets=sorted(targets))
     return path
 
 
@@ -126,15 +135,19 @@ def run(
     from galaxy_da.sweep.settings import SweepSettings
 
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
-    if args.smoke_test and not args.data:
-        overrides["data.path"] = str(smoke_data())
+    generated = args.smoke_test and not args.data  # the smoke's own data, rendered below with the surveys its trials read
+    if generated:
+        overrides["data.path"] = str(SMOKE_DATA)
     if args.data:
         overrides["data.path"] = args.data
     config_path = args.config or (SMOKE_CONFIG if args.smoke_test else config)
     cfg = load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + args.overrides)
+    trial_space = (smoke_space or space) if args.smoke_test else space
+    if generated and cfg.data.path == str(SMOKE_DATA):  # not set by an override
+        cfg.data.path = str(smoke_data(values_of(cfg.model_dump(mode="json"), trial_space, "data.target")))
     grace = grace_period(args, cfg.optim.epochs) if prune else 0
     settings = SweepSettings(
-        name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=(smoke_space or space) if args.smoke_test else space,
+        name=args.name or (f"{name}-smoke" if args.smoke_test else name), space=trial_space,
         num_samples=args.num_samples if args.num_samples is not None else (min(num_samples, SMOKE_SAMPLES) if args.smoke_test else num_samples),
         max_concurrent=args.max_concurrent, searcher=args.searcher, seed=args.seed,
         grace_period=cfg.optim.epochs if grace == 0 else grace,  # every epoch: no pruning

@@ -111,13 +111,24 @@ def check_space(base: dict[str, Any], space: Space) -> None:
             validate(apply_overrides(base, path_overrides(path, value)), source=f"search space {path}={value!r}")
 
 
+def values_of(base: dict[str, Any], space: Space, key: str) -> list[Any]:
+    """Every value the dotted ``key`` takes in some trial of ``space``, once each (for a numeric range, its bounds):
+    ``data.target`` of a space that varies it over ``["sdss", "desi"]`` -> ``["sdss", "desi"]``. The base value
+    comes first, unless a path sets ``key`` in every one of its options (then no trial keeps it)."""
+    values: list[Any] = []
+    always_set = False
+    for path, spec in space.items():
+        set_by_option = [path_overrides(path, value) for value in probe_values(path, spec)]
+        always_set = always_set or all(key in overrides for overrides in set_by_option)
+        values.extend(overrides[key] for overrides in set_by_option if key in overrides)
+    if not always_set:
+        values.insert(0, validate(base, "base config").flat()[key])
+    return [value for index, value in enumerate(values) if value not in values[:index]]
+
+
 def largest_value(base: dict[str, Any], space: Space, key: str) -> Any:
     """The largest value the dotted ``key`` takes in any trial of ``space`` (its base value if unvaried)."""
-    values = [validate(base, "base config").flat()[key]]
-    for path, spec in space.items():
-        for value in probe_values(path, spec):
-            values.extend(v for k, v in path_overrides(path, value).items() if k == key)
-    return max(values)
+    return max(values_of(base, space, key))
 
 
 def is_categorical(path: str, spec: dict[str, Any]) -> bool:

@@ -44,6 +44,7 @@ import ray
 from ray import tune
 
 from galaxy_da.config import ConfigError, TrialConfig, validate
+from galaxy_da.data.manifest import unknown_target
 from galaxy_da.data.reader import ShardDataset
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.capacity import fit_concurrency
@@ -211,14 +212,22 @@ def _environment(**variables: str) -> Iterator[None]:
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
+def check_targets(base: dict[str, Any], space: search_space.Space, verify: bool) -> None:
+    """A missing, unfinished or corrupted dataset, or one without a target survey some trial reads (the base's
+    ``data.target`` or a value the space gives it), fails here in one line naming ``data.target``, before anything starts."""
+    dataset = ShardDataset(base["data"]["path"], verify=verify)
+    for target in search_space.values_of(base, space, "data.target"):
+        if target not in dataset.targets:
+            raise unknown_target(dataset.uri, dataset.manifest, target)
+
+
 def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
     """Run (or resume) a sweep; the search space is checked before Ray starts, the store's reach right after."""
     base = prepare_base(cfg)
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
     check_scheduler(base, settings)
-    # A missing, unfinished or corrupted dataset, or one without the data.target survey, fails here, before anything starts.
-    ShardDataset(base["data"]["path"], verify=cfg.data.verify_hashes, target=base["data"]["target"]).target_survey
+    check_targets(base, settings.space, cfg.data.verify_hashes)
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
