@@ -2,7 +2,7 @@
 
 A trial run holds the flattened config as params; the config hash (with and
 without seed), the data manifest's hash and path, the git commit, and the
-backbone/method/top-k/schedule as tags; per-epoch metrics with ``step = epoch``;
+backbone/method/target survey/top-k/schedule as tags; per-epoch metrics with ``step = epoch``;
 ``checkpoints/{best,last}.pt``, ``config.yaml``, ``history.json`` and the
 training-history plot as artifacts. That is enough to rebuild the model later.
 
@@ -95,14 +95,27 @@ def git_commit() -> str:
         return "unknown"
 
 
+def method_tag(cfg: TrialConfig) -> str:
+    """What the trial aligns and how, each part off its default only: ``laplacian``, ``laplacian+topk_ot``
+    (the top-k OT add-on), ``sinkhorn+reach0.5`` (unbalanced, ``align.reach``), ``laplacian+topk_ot+bbse``
+    (the source side weighted by ``align.label_shift``'s class ratios). Weighted and marginal, unbalanced
+    and balanced runs never share a method."""
+    align = cfg.align
+    parts = [align.method]
+    parts += ["topk_ot"] if align.ot.weight > 0 and align.method != "topk_ot" else []
+    parts += [f"reach{align.reach:g}"] if align.reach is not None else []
+    parts += [align.label_shift] if align.label_shift != "none" else []
+    return "+".join(parts)
+
+
 def describe_tags(cfg: TrialConfig) -> dict[str, str]:
     """The tags users filter on in the MLflow UI."""
-    method = cfg.align.method + ("+topk_ot" if cfg.align.ot.weight > 0 and cfg.align.method != "topk_ot" else "")
     return {
         "config_hash": cfg.hash(),
         "config_hash_noseed": cfg.hash_without_seed(),
         "backbone": cfg.model.backbone + (f"/{cfg.model.group}" if cfg.model.backbone == "steerable" else ""),
-        "method": method,
+        "method": method_tag(cfg),
+        "target": cfg.data.target,
         "weighting": cfg.align.weighting,
         "topk": str(cfg.align.topk),
         "schedule": f"w:{cfg.schedules.align_weight.kind},blur:{cfg.schedules.blur.kind},grl:{cfg.schedules.grl.kind}",

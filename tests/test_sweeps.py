@@ -193,7 +193,8 @@ def test_label_shift_sweep_smoke_runs_a_weighted_trial_on_each_target(two_target
         run = client.get_run(run_id)
         target = run.data.params["data.target"]
         targets.add(target)
-        assert run.data.params["align.label_shift"] == "bbse" and target in run.info.run_name, run.info.run_name
+        assert run.data.params["align.label_shift"] == "bbse" and run.info.run_name == f"bbse·{target}", run.info.run_name
+        assert run.data.tags["method"] == "laplacian+topk_ot+bbse" and run.data.tags["target"] == target  # not grouped with marginal runs
         assert any(key.startswith("label_shift/prior/") for key in run.data.metrics)  # the priors were estimated: the trial weighed
     assert targets == {"sdss", "desi"}
 

@@ -21,6 +21,18 @@ def test_a_reattached_run_skips_the_epochs_it_already_holds(tmp_path):
     assert history == {EPOCH_METRIC: [(0, 1.0), (1, 0.8)], "src_val/acc": [(0, 0.5), (1, 0.7)]}
 
 
+def test_the_method_and_target_tags_tell_weighted_unbalanced_and_marginal_runs_apart(tmp_path):
+    def tags(*overrides: str) -> dict[str, str]:
+        tracker = RunTracker(load_config(None, ["tracking.experiment=tags", *overrides]), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        return tracker.client.get_run(tracker.run_id).data.tags
+
+    assert (tags()["method"], tags()["target"]) == ("none", "sdss")
+    assert tags("align.method=laplacian", "align.ot.weight=0.5")["method"] == "laplacian+topk_ot"
+    assert tags("align.method=laplacian", "align.ot.weight=0.5", "align.label_shift=bbse")["method"] == "laplacian+topk_ot+bbse"
+    assert tags("align.method=sinkhorn", "align.reach=0.5", "align.label_shift=em")["method"] == "sinkhorn+reach0.5+em"
+    assert tags("align.method=dann", "align.label_shift=bbse", "data.target=desi").items() >= {"method": "dann+bbse", "target": "desi"}.items()
+
+
 def test_node_tags_record_each_host_a_trial_ran_on():
     assert node_tags("", "10.0.0.2") == {"node_ip": "10.0.0.2", "node_ips": "10.0.0.2"}
     assert node_tags("10.0.0.2", "10.0.0.2")["node_ips"] == "10.0.0.2"  # restarted on the same host

@@ -247,6 +247,27 @@ def test_a_topk_trial_name_leads_with_the_method_and_fits_the_ui_column():
     assert trial_run_name(reordered, {"schedules.blur": "a", "model": "cnn", "align.method": "sinkhorn"}) == "sink·cnn·a"
 
 
+def test_a_trial_name_shows_the_label_shift_reach_and_target_its_base_sets_off_their_defaults():
+    """Weighted and marginal, unbalanced and balanced, DESI-like and SDSS-like trials never share a name, varied or not."""
+    from galaxy_da.sweep.naming import trial_run_name
+
+    sweeps = Path(__file__).resolve().parents[1] / "sweeps"
+    topk = runpy.run_path(str(sweeps / "topk.py"), run_name="topk")["SPACE"]
+    sampled = {"align.topk": 1, "schedules.align_weight": "linear-0-0.5", "align": "laplacian+topk"}
+
+    def base(*overrides: str) -> dict:
+        return load_config(sweeps.parent / "configs" / "sweep_topk.yaml", list(overrides)).model_dump(mode="json")
+
+    assert trial_run_name(topk, sampled, base()) == trial_run_name(topk, sampled) == "lap+topk·k1·lin-0-0.5"
+    assert trial_run_name(topk, sampled, base("align.label_shift=bbse")) == "lap+topk·bbse·k1·lin-0-0.5"
+    assert trial_run_name(topk, sampled, base("align.label_shift=em", "data.target=desi")) == "lap+topk·em·k1·desi·lin-0-0.5"
+    unbalanced = base("align.method=sinkhorn", "align.reach=0.5")
+    assert trial_run_name({"align.method": {"choice": ["sinkhorn"]}}, {"align.method": "sinkhorn"}, unbalanced) == "sink·reach0.5"
+    label_shift = runpy.run_path(str(sweeps / "label_shift.py"), run_name="label_shift")["SPACE"]
+    varied = {"align": "sinkhorn+reach1", "align.label_shift": "em", "data.target": "desi"}
+    assert trial_run_name(label_shift, varied, base("align.label_shift=bbse", "data.target=desi")) == "sink+reach1·em·desi"  # each shown once
+
+
 def test_the_summary_points_at_commands_that_outlive_the_sweep(tmp_path):
     from galaxy_da.sweep.settings import SweepResult
     from galaxy_da.sweep.summary import next_steps

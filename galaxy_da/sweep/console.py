@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Optional
 
 from ray import tune
 
@@ -69,17 +69,18 @@ def error_summary(trial) -> str:
 
 
 class TrialProgress(tune.Callback):
-    """One line per trial start, epoch and end, each trial named after what it varied."""
+    """One line per trial start, epoch and end, each trial named as its MLflow run (what it varied; ``base``: the
+    base config tree, for the knobs a name shows off their default, :func:`~galaxy_da.sweep.naming.trial_run_name`)."""
 
-    def __init__(self, space: Space, metric: str, epochs: int, total: int, experiment_path: str):
-        self.space, self.metric, self.epochs, self.total = space, metric, epochs, total
+    def __init__(self, space: Space, metric: str, epochs: int, total: int, experiment_path: str, base: Optional[dict[str, Any]] = None):
+        self.space, self.metric, self.epochs, self.total, self.base = space, metric, epochs, total, base
         self.experiment_path = experiment_path  # where the scheduler announces the trials it stops
         self.numbers: dict[str, int] = {}
         self.width = 0
 
     def _say(self, trial, text: str) -> None:
         number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
-        name = trial_run_name(self.space, trial.config)
+        name = trial_run_name(self.space, trial.config, self.base)
         self.width = max(self.width, len(name))
         print(f"[{number}/{self.total}] {name:<{self.width}}  {text}", flush=True)
 

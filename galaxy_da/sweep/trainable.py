@@ -152,7 +152,7 @@ class SweepTrial(tune.Trainable):
     def _prepare(self, config: dict[str, Any]) -> None:
         """Per-trial state: a fresh actor, or a reused one (``reset_config``)."""
         self.cfg = search_space.trial_config(self.base, self.space, config)
-        self.cfg.tracking.run_name = trial_run_name(self.space, config)
+        self.cfg.tracking.run_name = trial_run_name(self.space, config, self.base)
         self.varied = {VARIED_TAG_PREFIX + path: label for path, label in search_space.describe(self.space, config).items()}
         self.owner = self.trial_id  # Tune renames a reused actor before reset_config; the old trial's id is kept here
         self.work = Path(tempfile.mkdtemp(prefix=f"galaxy-da-trial-{self.owner}-"))

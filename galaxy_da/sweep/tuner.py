@@ -194,7 +194,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # a population keeps every checkpoint: members copy each other's, and the lineage plot reads them
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if settings.scheduler in POPULATION_SCHEDULERS else 2, checkpoint_frequency=1),
-            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path),
+            callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path, base),
                        RecordEndings(settings.experiment_path)],
             verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
