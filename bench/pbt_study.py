@@ -49,7 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import REPO, make_job, run_all  # noqa: E402
 from paired import cell, paired_difference  # noqa: E402
-from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, smoke_overrides, write_section  # noqa: E402
+from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, write_section  # noqa: E402
 
 NAME = "pbt_study"
 F1 = "eval/tgt_test/macro_f1"
@@ -79,7 +79,7 @@ def best_fixed_schedule(path: Path, smoke: bool) -> tuple[str, dict[str, Any]]:
     if path.is_file():
         top = json.loads(path.read_text())["top"][0]
         replay = {k: v for k, v in top["overrides"].items() if k not in NOT_REPLAYED and not k.startswith("tracking.")}
-        return f"sweep study #1 ({' · '.join(map(str, top.get('varied', {}).values())) or top.get('run_id')}; {path})", replay
+        return f"sweep study #1 ({' · '.join(map(str, top.get('varied', {}).values())) or top.get('run_id')}; {shown(path)})", replay
     if not smoke:
         raise SystemExit(f"{path}: no sweep study results; run bench/sweep_study.py first (or pass --best-fixed-json)")
     return f"recipe {FALLBACK_RECIPE}+topk_ot (smoke: no sweep study at {path})", recipe_overrides(with_topk(FALLBACK_RECIPE))
@@ -234,7 +234,7 @@ def summary_table(arms: dict[str, list[dict[str, Any]]], baseline: str) -> str:
         if name != baseline:
             paired = paired_difference(picks, name, baseline, F1)
             diffs = [row["f1"] - base["f1"] for row in rows for base in arms[baseline] if base["seed"] == row["seed"]]
-            delta = f"{', '.join(f'{100 * d:+.1f}' for d in diffs)}; {100 * np.mean(diffs):+.1f} points"
+            delta = f"{', '.join(f'{100 * d:+.1f}' for d in diffs)}; {100 * np.mean(diffs):+.2f} points"
             wins = f"{paired['wins']}/{paired['n']}"
         lines.append(f"| {name} | {seeds} | {epochs} | {', '.join(f'{v:.3f}' for v in f1)} | {cell(f1)} | {delta} | {wins} |")
     return "\n".join(lines)
@@ -271,7 +271,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Each arm trains the same fresh seeds per study seed (trial i on seed t_i; disjoint from the {len(payload['seeds_used_to_choose'])} "
         f"seeds used to choose a configuration) and picks its model by the label-free rule only. Best fixed schedule: {payload['best_fixed_from']}.",
         payload["table"],
-        f"{pbt} minus {baseline} (the stronger hand-set arm): {payload['pbt_minus_baseline_points']:+.1f} macro-F1 points, mean of paired "
+        f"{pbt} minus {baseline} (the stronger hand-set arm): {payload['pbt_minus_baseline_points']:+.2f} macro-F1 points, mean of paired "
         f"differences over {len(payload['arms'][pbt])} study seed(s); goal ≥ {GOAL_POINTS:.0f} points: **{goal}**.",
         f"Trial-epochs actually trained, all study seeds: {compute} ({equal}: a PBT member re-trains epochs after copying an older "
         f"checkpoint and skips some after copying a newer one; both are counted as trained). Explored values outside the declared space: {strays}. Learned schedules: `{payload['plot']}`.",
@@ -286,7 +286,7 @@ def analyse(arms: dict[str, list[dict[str, Any]]], pbt: str, args: argparse.Name
         "command": "python bench/pbt_study.py " + " ".join(sys.argv[1:]), "smoke": args.smoke, "wall_seconds": time.perf_counter() - started,
         "load_average": os.getloadavg(), "pbt_arm": pbt, "baseline": baseline, "pbt_minus_baseline_points": 100 * float(np.mean(diffs)),
         "trial_epochs": {name: sum(row["trial_epochs"] for row in rows) for name, rows in arms.items()},
-        "arms": arms, "traits": common_traits(arms[pbt]), "table": summary_table(arms, baseline), "plot": str(out.plot()), **extra,
+        "arms": arms, "traits": common_traits(arms[pbt]), "table": summary_table(arms, baseline), "plot": shown(out.plot()), **extra,
     }
     plot(arms[pbt], out.plot())
     out.write_json(payload)

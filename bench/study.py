@@ -108,6 +108,12 @@ def smoke_dataset(folder: Path, targets: tuple[str, ...] = ("sdss",)) -> Path:
     return data
 
 
+def shown(path: Path) -> str:
+    """``path`` as a reader of BENCHMARKS.md should see it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def smoke_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The budget overrides a smoke adds to every trial (none for a real run)."""
     return dict(SMOKE_OVERRIDES) if args.smoke else {}

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import BENCHMARK_CONFIG, REPO, make_job, run_all  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
 from rule_picks import PRUNED_MARK, plot_rule_picks, ranked_trials, rule_quality, rule_table, statement  # noqa: E402
-from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, smoke_overrides, write_section  # noqa: E402
+from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, write_section  # noqa: E402
 
 F1 = "eval/tgt_test/macro_f1"
 SWEEP_RULE = "src_val"
@@ -159,8 +159,7 @@ def choose_baseline(args: argparse.Namespace, out: Outputs) -> tuple[str, str, s
     if args.smoke and not (path.is_file() and json.loads(path.read_text()).get("protocol") == QUALITY_PROTOCOL):
         return SMOKE_BASELINE, f"smoke default (no protocol-{QUALITY_PROTOCOL} {path.name} in --out)", set()
     recipe, seeds = best_untuned_recipe(path, 1 if args.smoke else MIN_QUALITY_SEEDS)
-    shown = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
-    return recipe, f"best median target macro-F1 of {shown}", seeds
+    return recipe, f"best median target macro-F1 of {shown(path)}", seeds
 
 
 def check_fresh_seeds(fresh: list[int], choosing: dict[str, set[int]]) -> None:
