@@ -25,6 +25,8 @@ def literal_values(annotation: Any) -> tuple[Any, ...]:
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are refused, assignments validated, YAML's boolean words kept as words."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     @field_validator("*", mode="before")
