@@ -63,14 +63,18 @@ def test_only_the_dispatcher_imports_the_command_modules():
 
 
 def fake_sweep_command(tracking_uri: str, status: int) -> list[str]:
-    """A stand-in for ``sweeps/topk.py --smoke-test``: the real closing lines of a sweep, then exit ``status``."""
+    """A stand-in for ``sweeps/topk.py --smoke-test``: a real parent run, the real closing lines of a sweep, then exit ``status``."""
     code = (
         "from galaxy_da.config import TrialConfig\n"
         "from galaxy_da.sweep.settings import SweepResult, SweepSettings\n"
         "from galaxy_da.sweep.summary import print_summary\n"
+        "from galaxy_da.tracking import mlflow_client\n"
+        f"client = mlflow_client({tracking_uri!r})\n"
+        "experiment = client.get_experiment_by_name('demo-stand-in') or client.get_experiment(client.create_experiment('demo-stand-in'))\n"
+        "parent = client.create_run(experiment.experiment_id, run_name='demo-topk-x').info.run_id\n"
         "print('trial 1 of 3 started: k5·linear-0-0.5·sinkhorn+topk')\n"
         "settings = SweepSettings(name='demo-topk-x', space={})\n"
-        f"print_summary(SweepResult('0123abcd', '/tmp/ray/demo-topk-x', True, [], {tracking_uri!r}), settings, TrialConfig())\n"
+        f"print_summary(SweepResult(parent, '/tmp/ray/demo-topk-x', True, [], {tracking_uri!r}), settings, TrialConfig())\n"
         f"raise SystemExit({status})\n"
     )
     return [sys.executable, "-c", code]

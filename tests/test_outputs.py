@@ -156,6 +156,16 @@ def test_history_plots_draw_epochs_from_one():
     assert list(curve.get_xdata()) == [1, 2, 3] and list(marker.get_xdata()) == [2, 2]
 
 
+def test_the_pbt_lineage_table_and_schedule_plot_number_epochs_from_one():
+    from galaxy_da.sweep.lineage import lineage_markdown, plot_schedules
+
+    event = {"epoch": 0, "member": "b", "from_trial": "a", "knobs": {"align.weight": {"before": 1.0, "after": 1.2}}}
+    assert lineage_markdown([event]).splitlines()[-1].startswith("| 1 | b | a |")
+    figure = plot_schedules({"b": {"blur": [(0, 1.0), (1, 0.5), (2, 0.5)]}}, "learned")
+    blur_panel = figure.axes[1]
+    assert list(blur_panel.get_lines()[0].get_xdata()) == [1, 2, 3]
+
+
 @pytest.fixture
 def store(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

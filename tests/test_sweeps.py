@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from galaxy_da.sweep import space as search_space
+from galaxy_da.sweep.naming import abbreviate
 from galaxy_da.config import load_config
 from galaxy_da.sweep.cli import SMOKE_CONFIG, SMOKE_DATA, base_config_path, smoke_data_path
 
@@ -279,8 +280,8 @@ def test_the_smoke_test_resumes_reruns_and_separates_its_trials(tmp_path):
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.run_name == "sweep-topk-smoke"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    for run in children:  # the name is the varied values, e.g. k5·linear-0-0.5·sinkhorn+topk
-        varied = [value for key, value in run.data.tags.items() if key.startswith("sweep.")]
+    for run in children:  # the name is the varied values, abbreviated, e.g. sink+topk·k5·lin-0-0.5
+        varied = [abbreviate(value) for key, value in run.data.tags.items() if key.startswith("sweep.")]
         assert run.info.run_name != "smoke" and all(value in run.info.run_name for value in varied), run.info.run_name
         assert run.data.tags["scored_on"].startswith("source val ")
 

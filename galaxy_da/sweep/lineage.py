@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from galaxy_da.epoch_numbers import shown
+
 COPY_PARAM_PREFIX = "pbt.copy-"
 SCHEDULE_KEYS = {"λ (alignment weight)": "schedule/align_weight", "blur": "schedule/blur", "top-k": "schedule/topk", "learning rate": "lr"}
 
@@ -137,15 +139,16 @@ def copy_events(client, runs: list) -> list[dict[str, Any]]:
 
 
 def lineage_markdown(events: list[dict[str, Any]]) -> str:
-    lines = ["| epoch | member | copied from | knobs (before → after) |", "|---|---|---|---|"]
+    """The copy events as a table; epochs as shown to a person (from 1, ``epoch_numbers.shown``)."""
+    lines = ["| after epoch | member | copied from | knobs (before → after) |", "|---|---|---|---|"]
     for e in events:
         knobs = ", ".join(f"{k}: {v['before']} → {v['after']}" for k, v in e["knobs"].items())
-        lines.append(f"| {e['epoch']} | {e['member']} | {e['from_trial']} | {knobs} |")
+        lines.append(f"| {shown(e['epoch'])} | {e['member']} | {e['from_trial']} | {knobs} |")
     return "\n".join(lines)
 
 
 def plot_schedules(schedules: dict[str, dict[str, list[tuple[int, float]]]], title: str):
-    """One panel per knob, one line per member: the schedules the population learned."""
+    """One panel per knob, one line per member: the schedules the population learned (epochs drawn from 1)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -155,7 +158,7 @@ def plot_schedules(schedules: dict[str, dict[str, list[tuple[int, float]]]], tit
         for member, knobs in schedules.items():
             if knobs.get(knob):
                 epochs, values = zip(*knobs[knob])
-                ax.plot(epochs, values, marker="o", markersize=3, label=member)
+                ax.plot([shown(e) for e in epochs], values, marker="o", markersize=3, label=member)
         ax.set(title=knob, xlabel="epoch", yscale="log" if knob == "learning rate" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
