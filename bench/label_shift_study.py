@@ -56,8 +56,8 @@ from jobs import EVAL_GROUPS, REPO, make_job, run_all  # noqa: E402
 from label_shift_tables import (SURVEY_TITLES, aware, best_estimator, calibration_line, gain_goal, goal_lines, method_name,  # noqa: E402
                                 no_worse_goal, plot, prior_errors, prior_goal, prior_table, table)
 from oracle import write_target_as_source  # noqa: E402
-from study import (Outputs, add_common_arguments, commands, invocation_timings, outputs, smoke_dataset, smoke_overrides,  # noqa: E402
-                   timing_text, write_section)
+from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, invocation_timings, outputs, parent_run, smoke_dataset,  # noqa: E402
+                   smoke_overrides, timing_text, write_section)
 
 PROTOCOL = 1
 NAME = "label_shift"
@@ -129,17 +129,12 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: dict[
     from galaxy_da.data.reader import ShardDataset
     from galaxy_da.metrics import majority_baseline
     from galaxy_da.registries import PRIOR_ESTIMATORS
-    from galaxy_da.tracking import RunTracker
 
     estimators = tuple(PRIOR_ESTIMATORS)
     base = load_config(REPO / "configs" / "benchmark.yaml", [f"data.path={data}", f"tracking.experiment={EXPERIMENT}", *args.overrides])
-    base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, "label-shift-study"
-    parent = RunTracker(base, extra_tags={"sweep": "label-shift-study", "seeds": " ".join(map(str, args.seeds + args.more_seeds))})
+    parent = parent_run(base, tracking_uri, "label-shift-study", args.seeds + args.more_seeds)
     extra = dict(parse_override(text) for text in args.overrides)
-    done = out.jobs  # finished jobs: an interrupted run continues from here
-    if args.fresh:
-        done.unlink(missing_ok=True)
-    kept_before = len(done.read_text().splitlines()) if done.is_file() else 0
+    done, kept_before = out.jobs, finished_jobs_kept(out, args.fresh)
 
     def jobs(target: str, rows: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
         common = {"data.path": str(data), "data.target": target, "tracking.experiment": EXPERIMENT}

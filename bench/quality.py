@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import REPO, make_job, run_all  # noqa: E402
 from oracle import write_target_as_source  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
-from study import (Outputs, add_common_arguments, commands, invocation_timings, outputs, smoke_dataset, smoke_overrides,  # noqa: E402
-                   timing_text, write_section)
+from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, invocation_timings, outputs, parent_run, smoke_dataset,  # noqa: E402
+                   smoke_overrides, timing_text, write_section)
 
 PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
 F1 = "eval/tgt_test/macro_f1"
@@ -159,16 +159,11 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     from galaxy_da.data.reader import ShardDataset
     from galaxy_da.metrics import majority_baseline
     from galaxy_da.recipes import DISTANCE_RECIPES, RECIPES, recipe_overrides, with_topk
-    from galaxy_da.tracking import RunTracker
 
     base = load_config(REPO / "configs" / "benchmark.yaml", [f"data.path={data}", *args.overrides])
-    base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, "quality-benchmark"
-    parent = RunTracker(base, extra_tags={"sweep": "quality-benchmark", "seeds": " ".join(map(str, args.seeds + args.more_seeds))})
+    parent = parent_run(base, tracking_uri, "quality-benchmark", args.seeds + args.more_seeds)
     extra = dict(parse_override(text) for text in args.overrides)
-    done = out.jobs  # finished jobs: an interrupted run continues from here
-    if args.fresh:
-        done.unlink(missing_ok=True)
-    kept_before = len(done.read_text().splitlines()) if done.is_file() else 0
+    done, kept_before = out.jobs, finished_jobs_kept(out, args.fresh)
 
     def jobs(methods: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
         return [make_job(method, seed, {"data.path": str(data), **overrides, **extra}, parent_run_id=parent.run_id, tracking_uri=tracking_uri)

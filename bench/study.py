@@ -114,6 +114,21 @@ def shown(path: Path) -> str:
     return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
+def parent_run(base, tracking_uri: str, name: str, seeds: list[int]):
+    """The study's MLflow parent run on ``tracking_uri``: run name and ``sweep`` tag ``name``, its ``seeds`` as a tag."""
+    from galaxy_da.tracking import RunTracker
+
+    base.tracking.tracking_uri, base.tracking.run_name = tracking_uri, name
+    return RunTracker(base, extra_tags={"sweep": name, "seeds": " ".join(map(str, seeds))})
+
+
+def finished_jobs_kept(out: Outputs, fresh: bool) -> int:
+    """How many finished jobs ``out.jobs`` already holds (an interrupted run continues from them); ``fresh`` empties it first."""
+    if fresh:
+        out.jobs.unlink(missing_ok=True)
+    return len(out.jobs.read_text().splitlines()) if out.jobs.is_file() else 0
+
+
 def smoke_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The budget overrides a smoke adds to every trial (none for a real run)."""
     return dict(SMOKE_OVERRIDES) if args.smoke else {}
