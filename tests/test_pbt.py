@@ -46,7 +46,7 @@ def test_a_trainer_continues_another_members_state_under_new_knobs(toy_dataset, 
     assert member.history[:2] == source.history  # the learned schedule runs along the lineage
 
 
-def test_pbt_needs_the_random_searcher_and_pb2_a_continuous_knob(toy_dataset, tmp_path):
+def test_pbt_needs_the_random_searcher_pb2_a_continuous_knob_and_asha_no_synchronous_mode(toy_dataset, tmp_path):
     from galaxy_da.config import ConfigError
     from galaxy_da.sweep.schedulers import check_scheduler
 
@@ -58,6 +58,8 @@ def test_pbt_needs_the_random_searcher_and_pb2_a_continuous_knob(toy_dataset, tm
     with pytest.raises(ConfigError, match="must also be in the search space"):
         check_scheduler(base, SweepSettings(name="p", space={"align.topk": {"choice": [1, 5]}}, scheduler="pbt", searcher="random",
                                             mutations={"optim.lr": {"loguniform": [1e-4, 1e-2]}}))
+    with pytest.raises(ConfigError, match="pbt/pb2 setting"):
+        check_scheduler(base, SweepSettings(name="p", space={"optim.lr": {"loguniform": [1e-4, 1e-2]}}, synchronous=True))
 
 
 EDGES = {  # one knob of every numeric kind, and a choice
@@ -211,7 +213,7 @@ def test_pbt_exploit_then_explore_on_a_two_member_population(toy_dataset, tmp_pa
     settings = SweepSettings(
         name="pbt", space={"optim.lr": {"grid": [1e-6, 3e-3]}, "align.weight": {"loguniform": [0.5, 2.0]}},
         mutations={"align.weight": {"loguniform": [0.5, 2.0]}}, scheduler="pbt", searcher="random", num_samples=1,
-        perturbation_interval=1, quantile_fraction=0.5, resample_probability=0.0, max_concurrent=2, num_cpus=2,
+        perturbation_interval=1, quantile_fraction=0.5, synchronous=True, resample_probability=0.0, max_concurrent=2, num_cpus=2,
         storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     result = run_sweep(cfg, settings)
@@ -250,7 +252,7 @@ def test_pb2_copies_and_explores_a_loguniform_knob_inside_its_interval(toy_datas
     settings = SweepSettings(
         name="pb2", space={"optim.lr": {"grid": [1e-6, 3e-3]}, "align.weight": {"loguniform": [0.5, 2.0]}},
         mutations={"align.weight": {"loguniform": [0.5, 2.0]}}, scheduler="pb2", searcher="random", num_samples=1,
-        perturbation_interval=1, quantile_fraction=0.5, max_concurrent=2, num_cpus=2,
+        perturbation_interval=1, quantile_fraction=0.5, synchronous=True, max_concurrent=2, num_cpus=2,
         storage_path=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     result = run_sweep(cfg, settings)

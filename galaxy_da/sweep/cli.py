@@ -79,6 +79,9 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--perturbation-interval", type=int, default=2, help="pbt/pb2: epochs between exploit/explore steps (default: %(default)s)")
     p.add_argument("--quantile-fraction", type=float, default=0.25, help="pbt/pb2: the bottom fraction copies the top one (default: %(default)s)")
     p.add_argument("--resample-probability", type=float, default=0.25, help="pbt: chance an explored knob is drawn afresh (default: %(default)s)")
+    p.add_argument("--synchronous", action="store_true",
+                   help="pbt/pb2: every member waits at each perturbation point, so exploits happen even when members start "
+                        "at different times (default: asynchronous, each member perturbs on its own)")
     return p
 
 
@@ -155,7 +158,7 @@ def run(
         tracking_uri=args.tracking_uri, address=args.address, num_cpus=args.num_cpus, smoke=args.smoke_test,
         use_gpu=args.use_gpu, autoscaler_config=args.autoscaler_config, scheduler=args.scheduler,
         perturbation_interval=args.perturbation_interval, quantile_fraction=args.quantile_fraction,
-        resample_probability=args.resample_probability, mutations=mutations,
+        resample_probability=args.resample_probability, synchronous=args.synchronous, mutations=mutations,
     )
 
     from galaxy_da.sweep.state import discard_smoke_sweep

@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 from ray.tune.schedulers.pb2 import PB2
 
 from galaxy_da.sweep.space import Space
+from galaxy_da.sweep.sync_point import AlwaysAhead
 
 LOG_PREFIX = "log10:"
 
@@ -108,8 +109,9 @@ def outside(space: Space, config: dict[str, Any]) -> dict[str, Any]:
     return {path: config[path] for path, interval in intervals(space).items() if path in config and not interval.contains(config[path])}
 
 
-class LogScaledPB2(PB2):
-    """PB2 over the numeric knobs of ``space``, each log-uniform one in log10 coordinates (see the module docstring).
+class LogScaledPB2(AlwaysAhead, PB2):
+    """PB2 over the numeric knobs of ``space``, each log-uniform one in log10 coordinates (see the module docstring);
+    its synchronous mode never stalls (:mod:`galaxy_da.sweep.sync_point`).
 
     A trial joins with its sampled ``<path>``; :meth:`on_trial_add` adds its
     coordinate ``log10:<path>`` before PB2 reads the trial's hyperparameters, so

@@ -11,7 +11,10 @@ and ASHA's first rung and PBT's first perturbation come after them.
   member in the bottom ``quantile_fraction`` copies the weights, optimiser and
   step of one in the top fraction (exploit) and perturbs the mutable knobs
   (explore): numbers x0.8 or x1.2, choices to a neighbouring option, or a fresh
-  draw with probability ``resample_probability``.
+  draw with probability ``resample_probability``. Asynchronous by default (each
+  member perturbs when it reaches the interval, judged against the others' latest
+  scores); ``synchronous`` makes every member wait at the interval (Jaderberg et
+  al. 2017, A.1), so a member that started late still gets compared and copied.
 - ``pb2``: PBT whose explore step is a GP bandit over the continuous knobs
   (Parker-Holder et al. 2020), log-uniform ones in log10 coordinates; choices
   are left as they are.
@@ -91,14 +94,14 @@ def _asha(base: dict[str, Any], settings: SweepSettings):
 
 
 def _pbt(base: dict[str, Any], settings: SweepSettings):
-    from ray.tune.schedulers import PopulationBasedTraining
-
     from galaxy_da.sweep.explore import into_space
+    from galaxy_da.sweep.sync_point import SteadyPBT
 
-    return PopulationBasedTraining(
+    return SteadyPBT(
         time_attr=TIME_ATTR, perturbation_interval=settings.perturbation_interval, hyperparam_mutations=mutations(settings),
         quantile_fraction=settings.quantile_fraction, resample_probability=settings.resample_probability,
         burn_in_period=longest_warmup(base, settings), custom_explore_fn=into_space(mutation_space(settings)),
+        synch=settings.synchronous,
     )
 
 
@@ -107,7 +110,7 @@ def _pb2(base: dict[str, Any], settings: SweepSettings):
 
     return LogScaledPB2(  # its numeric knobs (check_scheduler: at least one)
         mutation_space(settings), time_attr=TIME_ATTR, perturbation_interval=settings.perturbation_interval,
-        quantile_fraction=settings.quantile_fraction,
+        quantile_fraction=settings.quantile_fraction, synch=settings.synchronous,
     )
 
 
@@ -120,6 +123,8 @@ def check_scheduler(base: dict[str, Any], settings: SweepSettings) -> None:
     if settings.scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler {settings.scheduler!r}: choose from {sorted(SCHEDULERS)}")
     if settings.scheduler == "asha":
+        if settings.synchronous:
+            raise ConfigError("--synchronous is a pbt/pb2 setting: asha has no perturbation points to wait at")
         grace_period(base, settings)
         return
     if settings.searcher != "random":

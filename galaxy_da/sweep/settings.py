@@ -38,6 +38,7 @@ class SweepSettings:
     perturbation_interval: int = 2  # PBT/PB2: epochs between exploit/explore steps
     quantile_fraction: float = 0.25  # PBT/PB2: the bottom fraction copies the top fraction
     resample_probability: float = 0.25  # PBT: chance that an explored knob is drawn afresh
+    synchronous: bool = False  # PBT/PB2: perturb only once every member has reached the same epoch
     mutations: Optional[Space] = None  # PBT/PB2: the knobs they may change (default: the whole space)
     max_failures: int = 1
     cpus_per_trial: float = 1.0
