@@ -104,22 +104,44 @@ class LocalAutoscalingCluster(AutoscalingCluster):
         return True
 
     def shutdown(self) -> None:
-        """End the head and everything under it (worker nodes are children of its autoscaler)."""
+        """End the head and everything under it (worker nodes are children of its autoscaler).
+
+        The GCS goes last: a raylet that is sent SIGTERM tells the GCS it is leaving and, with the GCS
+        already gone, waits about 10 s for it; with the GCS up, they exit in 2-5 s, and those left after
+        3 s are killed. The GCS and the ``ray start`` process may then take over 5 s more to stop, and
+        keep nothing worth a clean stop (their temp dir is deleted), so they are killed at once.
+        """
         try:
             tree = [psutil.Process(self.head.pid), *psutil.Process(self.head.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
-        for process in tree:
+        last = [process for process in tree if process.pid == self.head.pid or _name(process) == "gcs_server"]
+        _terminate([process for process in tree if process not in last])
+        _terminate(last, grace_s=0)
+        self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def _terminate(processes: list, grace_s: float = 3) -> None:
+    """SIGTERM ``processes``, then SIGKILL those still alive after ``grace_s`` (at once if it is 0)."""
+    alive = processes
+    if grace_s > 0:
+        for process in processes:
             try:
                 process.send_signal(signal.SIGTERM)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for process in alive:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-        self.log.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
+        _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
