@@ -1,18 +1,23 @@
 """The multi-host checks (cluster/testbed/checks.py, probe.py) fail when a fault did not matter or a sweep lost points.
 
 The checks run on the test bed (``make cluster-test``); here they meet hand-made
-audits of the failures they exist to catch, and the probe's "restorable" condition
-meets the experiment state of a real local Tune run.
+audits of the failures they exist to catch, the probe's "restorable" condition
+meets the experiment state of a real local Tune run, the "registered" condition
+Tune's order of saving and stepping, and the pause every fault waits on real processes.
 """
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cluster.testbed import checks, probe
+from cluster.testbed.host import paused
 
 LOST_MS = 10_000
 
@@ -110,3 +115,99 @@ def test_the_restorable_condition_needs_a_checkpoint_in_tunes_saved_state(tmp_pa
         ray.shutdown()
     by_config = {result.config["checkpoint"]: result.metrics["trial_id"] for result in results}
     assert probe.restorable_trials(str(tmp_path / "probe")) == {by_config[True]}
+
+
+def progress_of(*children: dict) -> dict:
+    """``probe.progress``'s record of a running sweep."""
+    return {"parent": "p", "parent_status": "RUNNING", "children": list(children)}
+
+
+def live(run_id: str, epochs: int, node_ip: str = "10.0.0.2", status: str = "RUNNING") -> dict:
+    return {"run_id": run_id, "trial": f"t-{run_id}", "status": status, "node_ip": node_ip, "node_ips": node_ip,
+            "epoch_times_ms": [1000 * (e + 1) for e in range(epochs)]}
+
+
+def test_a_fault_needs_its_trial_running_with_two_epochs_to_go():
+    assert checks.check_room(progress_of(live("r1", 4)), "r1", epochs=6, fault="host loss") == 4
+    for state, message in [
+        (progress_of(live("r1", 5)), "5 of 6 epochs"),  # its last epoch may be on its way: nothing left to prove the fault
+        (progress_of(live("r1", 2, status="FINISHED")), "FINISHED"),
+        (progress_of(live("r2", 1)), "not among"),
+    ]:
+        with pytest.raises(AssertionError, match=message):
+            checks.check_room(state, "r1", epochs=6, fault="host loss")
+
+
+def test_the_registered_condition_picks_a_workers_trial_that_logged_its_second_epoch():
+    head = "10.0.0.1"
+    assert probe.registered(progress_of(live("r1", 1), live("r2", 3, node_ip=head)), head) is None
+    state = progress_of(live("r1", 1), live("r2", 2, node_ip=head), live("r3", 4), live("r4", 2), live("r5", 3, status="FINISHED"))
+    assert probe.registered(state, head)["run_id"] == "r4"  # the fewest epochs of those that qualify
+
+
+def test_a_trial_steps_on_only_after_tune_registered_its_last_checkpoint(tmp_path):
+    """``probe.registered``'s premise, on a real local Tune run: a class trainable's step k+1 starts only after the
+    driver has registered (``Trial.checkpoint``) the checkpoint of step k, so a trial that logged its second epoch has one."""
+    import ray
+    from ray import tune
+    from ray.tune.result import DONE
+
+    class Registered(tune.Callback):
+        def on_trial_save(self, iteration, trials, trial, **info):  # after the save is processed: trial.checkpoint set
+            Path(tmp_path, Path(trial.checkpoint.path).name).touch()
+
+    class Steps(tune.Trainable):
+        def step(self):
+            previous = Path(tmp_path, f"checkpoint_{self.iteration - 1:06d}")  # Tune's name for the checkpoint of step k
+            return {"previous_registered": self.iteration == 0 or previous.exists(), DONE: self.iteration >= 3}
+
+        def save_checkpoint(self, checkpoint_dir):
+            Path(checkpoint_dir, "iteration").write_text(str(self.iteration))
+
+        def load_checkpoint(self, checkpoint_dir):
+            pass
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    try:
+        results = tune.Tuner(Steps, run_config=tune.RunConfig(
+            name="steps", storage_path=str(tmp_path / "results"), verbose=0, callbacks=[Registered()],
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, checkpoint_at_end=False)),
+        ).fit()
+    finally:
+        ray.shutdown()
+    history = results[0].metrics_dataframe
+    assert list(history["training_iteration"]) == [1, 2, 3, 4] and history["previous_registered"].all(), history
+
+
+def ticking(ticks: Path) -> subprocess.Popen:
+    """A process that appends a byte to ``ticks`` every 10 ms."""
+    loop = "import sys, time\nwhile True:\n    open(sys.argv[1], 'a').write('.')\n    time.sleep(0.01)"
+    return subprocess.Popen([sys.executable, "-c", loop, str(ticks)])
+
+
+def size_when_grown(path: Path, than: int = 0, timeout_s: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or path.stat().st_size <= than:
+        assert time.monotonic() < deadline, f"{path} did not grow past {than} bytes"
+        time.sleep(0.02)
+    return path.stat().st_size
+
+
+def test_paused_processes_run_nothing_until_the_block_ends_and_one_listed_late_is_paused_too(tmp_path):
+    first, late = ticking(tmp_path / "first"), ticking(tmp_path / "late")
+    try:
+        for name in ("first", "late"):
+            size_when_grown(tmp_path / name)
+        listings = iter([[first.pid], [first.pid, late.pid]])  # the second forked while the first was being stopped
+        with paused(lambda: next(listings, [first.pid, late.pid])) as held:
+            assert held == sorted([first.pid, late.pid])
+            time.sleep(0.2)  # a write under way lands
+            sizes = {name: (tmp_path / name).stat().st_size for name in ("first", "late")}
+            time.sleep(0.5)
+            assert {name: (tmp_path / name).stat().st_size for name in ("first", "late")} == sizes
+        for name, size in sizes.items():
+            size_when_grown(tmp_path / name, than=size)
+    finally:
+        for child in (first, late):
+            child.kill()
+            child.wait()

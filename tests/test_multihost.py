@@ -9,7 +9,10 @@ trials; the fault and SLURM sweeps 4 (``scenarios.FAULT_ARGS``, ``SMALL_ARGS``),
 Every sweep ends with :func:`cluster.testbed.checks.check_sweep` (one FINISHED child
 run per trial, every epoch's points exactly once, equal to its ``history.json``),
 and every fault proves that it hit a live trial: the trial it picked logged before
-the fault and, in the same run, after it (on another host, for a lost host). Each
+the fault and, in the same run, after it (on another host, for a lost host). That
+holds by construction, whatever the machine's speed: the fault waits until its trial
+is paused (its host's processes, or the driver, stopped) and has 2 epochs still to
+log (:func:`cluster.testbed.checks.check_room`), or the test fails saying so. Each
 fault test reports its sweep's wall time and what the fault cost (printed, and
 in ``$GALAXY_DA_CLUSTER_REPORT`` when set); ``bench/multihost.py`` sets them
 against a clean sweep of the same trials.
@@ -50,6 +53,7 @@ if missing():
 
 from cluster.testbed import checks, scenarios  # noqa: E402  (needs the tools above)
 from cluster.testbed.bed import TestBed  # noqa: E402
+from cluster.testbed.host import Host, paused  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 TIMINGS: dict[str, float] = {}
@@ -172,13 +176,20 @@ class TestOnPremise:
         assert "Traceback" not in run.output
 
     def test_tracking_server_restart_mid_sweep_loses_no_metric(self, cluster):
-        """The tracking server goes down while a trial is past its first epoch; that trial's run logs on after the restart."""
+        """The tracking server goes down while a worker's trial is past its first epoch and paused with 2 epochs to
+        go; that trial's run logs on after the restart."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "restart", args=scenarios.FAULT_ARGS)
-        live = scenarios.wait_for(cluster, "restart", "trial-past-first-epoch")
-        stopped_ms = checks.now_ms()
-        report("tracking_outage_s", cluster.services.restart("mlflow", down_s=5))  # trials block (retrying) this long
-        restarted_ms = checks.now_ms()
+        with scenarios.left_to_finish_on_error(process):
+            live = scenarios.wait_for(cluster, "restart", "trial-past-first-epoch", cluster.head.address)
+            with host_at(cluster, live["node_ip"]).paused():  # it logs nothing more until the server is down
+                checks.check_room(scenarios.progress(cluster, "restart"), live["run_id"], scenarios.FAULT_EPOCHS, "tracking server restart")
+                stopped_ms, stopped_at = checks.now_ms(), time.monotonic()
+                cluster.services.stop("mlflow")
+            time.sleep(5)  # trials block (retrying) this long
+            cluster.services.start("mlflow")
+            restarted_ms = checks.now_ms()
+            report("tracking_outage_s", time.monotonic() - stopped_at)
         run = scenarios.finish(process, began)
         assert run.returncode == 0, run.output[-4000:]
         report("sweep_with_tracking_restart_s", run.wall_s)
@@ -187,14 +198,18 @@ class TestOnPremise:
         checks.check_spans(checks.run_of(audit, live["run_id"]), stopped_ms, restarted_ms, "tracking server restart")
 
     def test_a_killed_driver_is_resumed_to_completion(self, cluster):
-        """The driver is killed once a trial's checkpoint is in Tune's saved state; --resume continues that trial in its own run."""
+        """The driver is paused once a trial's checkpoint is in Tune's saved state, and killed if that trial has 2 epochs
+        to go; --resume continues that trial in its own run."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "driver", args=scenarios.FAULT_ARGS)
-        live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver")
-        drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
-        assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
-        os.kill(drivers[0], signal.SIGKILL)
-        killed_ms, killed_at = checks.now_ms(), time.monotonic()
+        with scenarios.left_to_finish_on_error(process):
+            live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver")
+            drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
+            assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
+            with paused(lambda: drivers):  # no further step starts: each trial may finish the one it runs
+                checks.check_room(scenarios.progress(cluster, "driver"), live["run_id"], scenarios.FAULT_EPOCHS, "driver kill")
+                os.kill(drivers[0], signal.SIGKILL)
+            killed_ms, killed_at = checks.now_ms(), time.monotonic()
         first = scenarios.finish(process, began)
         assert first.returncode != 0
         resumed_ms = checks.now_ms()  # the killed driver's trials are gone by now: later points come from the resumed sweep
@@ -207,14 +222,18 @@ class TestOnPremise:
         checks.check_spans(checks.run_of(audit, live["run_id"]), killed_ms, resumed_ms, "driver killed and resumed")
 
     def test_a_worker_host_lost_mid_epoch_costs_its_trials_only_their_current_epoch(self, cluster):
-        """Every process of a worker host is killed once one of its trials has a checkpoint Tune registered (and saved)."""
+        """Every process of a worker host is killed once one of its trials has a registered checkpoint (it logged its
+        second epoch) and, the host paused, 2 epochs to go."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "hostloss", args=scenarios.FAULT_ARGS)
-        # chosen only now: killed before its checkpoint is registered, the trial would rightly start over in a new run
-        live = scenarios.wait_for(cluster, "hostloss", "trial-restorable", f"{scenarios.STORAGE}/hostloss", cluster.head.address)
-        victim = next(host for host in cluster.bed.workers if host.address == live["node_ip"])
-        lost_ms = checks.now_ms()
-        victim.kill()
+        with scenarios.left_to_finish_on_error(process):
+            # killed before its checkpoint is registered, the trial would rightly start over in a new run
+            live = scenarios.wait_for(cluster, "hostloss", "trial-registered", cluster.head.address)
+            victim = host_at(cluster, live["node_ip"])
+            with victim.paused():
+                checks.check_room(scenarios.progress(cluster, "hostloss"), live["run_id"], scenarios.FAULT_EPOCHS, "host loss")
+                lost_ms = checks.now_ms()
+                victim.kill()
         try:
             run = scenarios.finish(process, began)
             assert run.returncode == 0, run.output[-4000:]
@@ -224,6 +243,10 @@ class TestOnPremise:
             report("sweep_with_host_loss_s", run.wall_s)
         finally:
             cluster.bed.start(victim)  # the machine comes back (empty), so the teardown finds its sshd
+
+
+def host_at(stack: scenarios.Stack, address: str) -> Host:
+    return next(host for host in stack.bed.hosts if host.address == address)
 
 
 # --------------------------------------------------------------------------- SLURM's node logic

@@ -12,7 +12,9 @@ moment the test stopped a service or killed a process.
   (a tracking-server restart, a killed and resumed driver): the fault hit a live
   trial, which went on in the same run;
 - :func:`check_moved`: a trial whose host was lost went on in the same run on
-  another host, its first epoch logged before the loss and later ones after it.
+  another host, its first epoch logged before the loss and later ones after it;
+- :func:`check_room`, before a fault: the trial it must hit, paused, still has two
+  epochs to log, so the checks above hold by construction, not by timing.
 """
 
 from __future__ import annotations
@@ -70,3 +72,22 @@ def check_moved(child: dict, lost_ip: str, lost_ms: int) -> float:
     after = sorted(ms for ms in child["epoch_ms"].values() if ms > lost_ms)
     assert after, f"run {child['run_id']}: no epoch logged after the host was lost: {child['epoch_ms']}"
     return (after[0] - lost_ms) / 1000
+
+
+# Epochs a trial must still have to log when a fault hits it: the one it may finish as the fault lands (its points
+# already on their way to MLflow, or its step already running when its driver dies), and one logged after the fault.
+EPOCHS_LEFT_FOR_A_FAULT = 2
+
+
+def check_room(progress: dict, run_id: str, epochs: int, fault: str) -> int:
+    """Before ``fault``: run ``run_id`` of ``progress`` (``probe.progress``'s record, read while its trial cannot advance:
+    its host or its driver paused) is RUNNING with at least :data:`EPOCHS_LEFT_FOR_A_FAULT` of its ``epochs`` not logged.
+    Returns the epochs it has logged."""
+    found = [c for c in progress["children"] if c["run_id"] == run_id]
+    assert found, f"{fault}: run {run_id} is not among the sweep's runs {[c['run_id'] for c in progress['children']]}"
+    logged = len(found[0]["epoch_times_ms"])
+    assert found[0]["status"] == "RUNNING" and logged <= epochs - EPOCHS_LEFT_FOR_A_FAULT, (
+        f"{fault}: run {run_id} is {found[0]['status']} with {logged} of {epochs} epochs logged when the fault would hit; "
+        f"it needs {EPOCHS_LEFT_FOR_A_FAULT} still to run to prove the fault mattered (it was picked too late: "
+        f"lengthen scenarios.FAULT_EPOCHS)")
+    return logged

@@ -5,7 +5,8 @@ A host's namespaces live as long as its init process. Commands enter them with
 loopback, h1's ``/tmp`` and home, h1's processes only (``ray stop`` there stops
 h1's Ray and nothing else) and h1's hostname. Each command gets a clean
 environment (nothing leaks from the caller's), plus what the caller passes.
-:meth:`Host.kill` is a lost machine: SIGKILL to PID 1 ends every process of the host at once.
+:meth:`Host.kill` is a lost machine: SIGKILL to PID 1 ends every process of the host at once;
+:meth:`Host.paused` a machine that stalls: every process stopped for a while, then continued.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 HOME = "/root"
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": HOME, "USER": "root", "LOGNAME": "root", "LANG": "C.UTF-8"}
@@ -31,6 +32,28 @@ PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """Before exec: SIGKILL when the bed's process dies, however it dies (``unshare --kill-child`` passes it on)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def paused(pids: Callable[[], Iterable[int]]) -> Iterator[list[int]]:
+    """SIGSTOP every process ``pids()`` lists, and again until it lists none not yet stopped (one forked meanwhile);
+    yields them; SIGCONT after the block (to those not killed in it). A stopped process runs no code, so whatever it
+    has not yet sent (a metric, a result, a task) waits until it is continued."""
+    held: set[int] = set()
+    try:
+        while fresh := set(pids()) - held:
+            for pid in fresh:
+                _signal(pid, signal.SIGSTOP)
+            held |= fresh
+        yield sorted(held)
+    finally:
+        for pid in held:
+            _signal(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -86,6 +109,10 @@ class Host:
         deadline = time.monotonic() + timeout_s
         while any(os.path.exists(f"/proc/{pid}") for pid in doomed) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def paused(self) -> contextlib.AbstractContextManager[list[int]]:
+        """Every process of the host stopped for the block (:func:`paused`); a host killed inside it stays lost."""
+        return paused(self.pids)
 
     def pids(self) -> list[int]:
         """Every process of this host, by its machine-wide pid."""

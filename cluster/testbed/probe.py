@@ -114,6 +114,20 @@ def past_first_epoch(state: dict, not_on: str = "") -> Optional[dict]:
     return next(iter(running_past_first_epoch(state, not_on)), None)
 
 
+def registered(state: dict, not_on: str = "") -> Optional[dict]:
+    """Such a trial whose first checkpoint the live driver has registered: it has logged a second epoch.
+
+    Tune saves a class trainable after each scored step and starts its next step
+    only once it has processed that save (``TuneController._process_trial_result``
+    holds the decision while the trial is saving), and the save registers the
+    checkpoint (``Trial.on_checkpoint``). In the fault sweeps each epoch is one step
+    (smoke config: no warm-up, every epoch scored), so a trial that has logged epoch 1
+    restarts from a registered checkpoint, in its own run, if its host is lost. Its
+    driver's memory counts here, not the saved experiment state (:func:`restorable`).
+    """
+    return next((c for c in running_past_first_epoch(state, not_on) if len(c["epoch_times_ms"]) >= 2), None)
+
+
 def restorable(state: dict, experiment: str, not_on: str = "") -> Optional[dict]:
     """Such a trial that a restore would continue from its checkpoint (:func:`restorable_trials`)."""
     candidates = running_past_first_epoch(state, not_on)
@@ -121,7 +135,7 @@ def restorable(state: dict, experiment: str, not_on: str = "") -> Optional[dict]
     return next((c for c in candidates if c["trial"] in saved), None)
 
 
-CONDITIONS = {"trial-past-first-epoch": past_first_epoch, "trial-restorable": restorable}  # progress, args -> a child run to act on, or None
+CONDITIONS = {"trial-past-first-epoch": past_first_epoch, "trial-registered": registered, "trial-restorable": restorable}  # progress, args -> a child run to act on, or None
 
 
 def wait(name: str, condition: str, *args: str) -> dict:

@@ -20,6 +20,7 @@ its GCS takes a lost host for dead sooner (:data:`RAY_NODE_ENV`). On it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -28,7 +29,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import yaml
 
@@ -43,12 +44,16 @@ CLUSTER_YAML = "/tmp/galaxy-da-cluster.yaml"  # on the head
 SYNCED_CODE = "~/galaxy-da"  # where Ray's file sync puts the checkout on each host, as cluster/gpu.yaml does
 ENV_FILE = ".galaxy-da.env"  # in the launching host's home; ray up copies it to every node
 ADMIN_ENV_FILE = ".galaxy-da-admin.env"  # the MLflow admin, in the head's home only (the launching host is the head)
-# Tiny trials (the smoke config: 8 steps an epoch), 4 at a time. The full sweep has 8 trials of 3 epochs, with
-# ASHA (across hosts, its stops announced through storage); the SLURM sweep 4 such trials, never pruned. The
-# fault sweeps 4 trials of 5 epochs, never pruned: a fault must find a trial with epochs still to run after its
-# checkpoint is saved (Tune saves its state at latest every second checkpoint of a trial), and each trial must
-# then run every epoch (cluster.testbed.checks). The cluster test must fit 12 minutes on 2 cores.
-EPOCHS, FAULT_EPOCHS = 3, 5
+# Tiny trials (the smoke config: 8 steps an epoch, each epoch one Tune step), 4 at a time. The full sweep has 8
+# trials of 3 epochs, with ASHA (across hosts, its stops announced through storage); the SLURM sweep 4 such trials,
+# never pruned. The fault sweeps 4 trials of 8 epochs, never pruned, and each trial must run every epoch
+# (cluster.testbed.checks). A fault hits its trial only once the trial is paused with 2 epochs still to log
+# (checks.check_room), else the test fails saying so. Picked once it has logged 1 epoch (tracking restart), 2 (host
+# loss: its first checkpoint is registered) or once Tune's saved state holds a checkpoint of it (driver kill: about
+# 2 s after it logged the epoch, TUNE_DRIVER_ENV, plus the probe's poll), the trial may log 5, 4 or about 3 more
+# epochs (about 2 s each on 2 cores, 4 trials at once) before it is paused; each epoch costs a fault sweep about 2 s.
+# The cluster test must fit 12 minutes on 2 cores.
+EPOCHS, FAULT_EPOCHS = 3, 8
 # Ray CPUs each host offers (--num-cpus), not the machine's core count: 4 trials at once then need at least two hosts,
 # and a lost worker leaves room for its trials elsewhere, on any machine.
 HOST_CPUS = 2
@@ -57,6 +62,11 @@ HOST_CPUS = 2
 # a check that times out still waits health_check_timeout_ms (10 s, unchanged): a loaded, live host is not declared dead.
 # Read by Ray's C++ processes (RAY_<config name>) started from the node environment: the GCS on the head.
 RAY_NODE_ENV = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
+# The driver's Tune saves the experiment state (what --resume restores) at most 1 s apart, not "auto": at least 10 s
+# apart, sooner only once a trial has checkpointed CheckpointConfig.num_to_keep times since the last save. A driver
+# killed mid-sweep then loses at most a second of checkpoints, and the driver-kill test finds a restorable trial an
+# epoch sooner. Read by Tune's controller (TUNE_GLOBAL_CHECKPOINT_S) in the driver, whose login shell loads the node environment.
+TUNE_DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1"}
 NO_PRUNING = ["--grace-period", "0"]
 COMMON_ARGS = ["--smoke-test", "--max-concurrent", "4", "--data", DATA, "--storage-path", STORAGE]
 SWEEP_ARGS = [*COMMON_ARGS, "--num-samples", "8", f"optim.epochs={EPOCHS}"]
@@ -101,7 +111,7 @@ def start_stack(bed: TestBed, ray_start_args: str = f"--num-cpus={HOST_CPUS}") -
     keys = Secrets()
     services = Services(bed.head, bed.code, keys)
     services.start_all()
-    env = node_env(bed.head, keys) | RAY_NODE_ENV | {
+    env = node_env(bed.head, keys) | RAY_NODE_ENV | TUNE_DRIVER_ENV | {
         "GALAXY_DA_HOME": str(bed.code), "GALAXY_DA_NO_PROGRESS": "1", "GALAXY_DA_RAY_START_ARGS": ray_start_args}
     stack = Stack(bed, services, keys, env, admin_env(keys))
     write_env_files(stack)
@@ -248,6 +258,18 @@ def start_submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_A
 def finish(process: subprocess.Popen, began: float, timeout_s: float = 900) -> Submission:
     output, _ = process.communicate(timeout=timeout_s)
     return Submission(process.returncode, output, time.monotonic() - began)
+
+
+@contextlib.contextmanager
+def left_to_finish_on_error(process: subprocess.Popen, timeout_s: float = 900) -> Iterator[None]:
+    """If the block fails (a fault found no trial to hit), the sweep of ``process`` still runs to its end before the
+    error goes on, so the next scenario finds the cluster idle."""
+    try:
+        yield
+    except Exception:
+        if process.poll() is None:
+            process.communicate(timeout=timeout_s)
+        raise
 
 
 def submit(stack: Stack, name: str, *extra: str, args: list[str] = SWEEP_ARGS, timeout_s: float = 900) -> Submission:

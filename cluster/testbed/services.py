@@ -16,8 +16,8 @@ fresh for each bed (:class:`Secrets`) and handed over in environment variables
 only; the one file written (MLflow's auth ini) names the user database, no secret.
 Every node gets :func:`node_env`, which holds no MLflow user; the admin's
 credentials (:func:`admin_env`) go to the head alone.
-:meth:`Services.restart` stops a service's whole process group and starts it again
-(the tracking-server fault).
+:meth:`Services.stop` stops a service's whole process group and :meth:`Services.start`
+starts it again (the tracking-server fault).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Service:
 
 
 class Services:
-    """Start, stop and restart the head's services, in dependency order."""
+    """Start and stop the head's services, in dependency order."""
 
     def __init__(self, head: Host, code: Path, keys: Secrets):
         self.head, self.code, self.keys = head, code, keys
@@ -141,6 +141,7 @@ class Services:
         return time.monotonic() - began
 
     def stop(self, name: str, grace_s: float = 15.0) -> None:
+        """SIGTERM to ``name``'s process group, SIGKILL after ``grace_s``; returns once it has exited."""
         process = self.services[name].process
         if process is None or process.poll() is not None:
             return
@@ -153,14 +154,6 @@ class Services:
                 return
             except subprocess.TimeoutExpired:
                 continue
-
-    def restart(self, name: str, down_s: float = 0.0) -> float:
-        """Stop ``name``, keep it down ``down_s`` seconds, start it; seconds it was unreachable."""
-        began = time.monotonic()
-        self.stop(name)
-        time.sleep(down_s)
-        self.start(name)
-        return time.monotonic() - began
 
     def stop_all(self) -> None:
         for name in reversed(list(self.services)):
