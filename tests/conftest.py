@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("GALAXY_DA_NO_PROGRESS", "1")
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 LABELS_DIR = SHARED / "data" / "galaxy-da-labels"
 
 
@@ -63,6 +66,30 @@ def toy_dataset(tmp_path_factory) -> Path:
 def toy_dataset_odd(tmp_path_factory) -> Path:
     """The same at 25 px (odd), for steerable backbones and training."""
     return write_toy_dataset(tmp_path_factory.mktemp("toy25") / "toy25", n_source=120, n_target=100, size=25)
+
+
+@pytest.fixture(scope="session")
+def study_smoke_data(tmp_path_factory) -> Path:
+    """The studies' ``--smoke`` dataset (``bench/study.py``'s ``smoke_dataset``: source and sdss), rendered once (~20 s)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from study import smoke_dataset
+
+    return smoke_dataset(tmp_path_factory.mktemp("study_smoke"))
+
+
+@pytest.fixture
+def smoke_out(study_smoke_data, tmp_path):
+    """``smoke_out(name)``: a study's ``--out`` folder ``tmp_path/name`` holding a copy of the smoke dataset.
+
+    A study renders its smoke dataset into ``<out>/data`` only when ``data/manifest.json`` is missing,
+    so with the copy it skips the render. ``name`` ``""`` is ``tmp_path`` itself.
+    """
+    def make(name: str) -> Path:
+        out = tmp_path / name
+        shutil.copytree(study_smoke_data, out / "data")
+        return out
+
+    return make
 
 
 @pytest.fixture

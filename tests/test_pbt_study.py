@@ -81,7 +81,7 @@ def test_a_population_is_read_back_by_the_reports_own_columns(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pbt_study_smoke_runs_its_whole_pipeline(tmp_path):
+def test_the_pbt_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
     """Population, hand-set arms, analysis, JSON, the BENCHMARKS section and the plot, on tiny data."""
     from mlflow.tracking import MlflowClient
 
@@ -90,7 +90,7 @@ def test_the_pbt_study_smoke_runs_its_whole_pipeline(tmp_path):
     sweep_study = tmp_path / "sweep_study.json"
     top = {"align.method": "laplacian", "align.weight": 0.7, "align.ot.weight": 0.5, "seed": 0}
     sweep_study.write_text(json.dumps({"top": [{"rank": 1, "varied": {"align.weight": "0.7"}, "overrides": top}], "fresh_seeds": [100]}))
-    out = tmp_path / "out"
+    out = smoke_out("out")
     command = [sys.executable, str(ROOT / "bench" / "pbt_study.py"), "--smoke", "--out", str(out), "--best-fixed-json", str(sweep_study)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

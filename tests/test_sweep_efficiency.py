@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_the_sweep_efficiency_smoke_runs_its_whole_pipeline_and_resumes_from_its_job_log(tmp_path):
-    out = tmp_path / "efficiency"
+def test_the_sweep_efficiency_smoke_runs_its_whole_pipeline_and_resumes_from_its_job_log(smoke_out, tmp_path):
+    out = smoke_out("efficiency")
     command = [sys.executable, str(ROOT / "bench" / "sweep_efficiency.py"), "--smoke", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

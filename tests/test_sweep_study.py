@@ -192,9 +192,10 @@ def test_fresh_seeds_never_overlap_a_seed_that_chose():
 
 
 @pytest.mark.slow
-def test_the_smoke_study_runs_sweep_analysis_fresh_seeds_tables_and_plots_and_continues(tmp_path):
+def test_the_smoke_study_runs_sweep_analysis_fresh_seeds_tables_and_plots_and_continues(smoke_out, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    smoke_out("")
     command = [sys.executable, str(ROOT / "bench" / "sweep_study.py"), "--smoke", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
