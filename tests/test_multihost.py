@@ -206,7 +206,8 @@ class TestOnPremise:
             live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver")
             drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
             assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
-            with paused(lambda: drivers):  # no further step starts: each trial may finish the one it runs
+            # the driver with its ssh session's login shell, which would otherwise see its job stop and end the session
+            with paused(lambda: cluster.head.session_of(drivers[0])):  # no further step starts: each trial may finish the one it runs
                 checks.check_room(scenarios.progress(cluster, "driver"), live["run_id"], scenarios.FAULT_EPOCHS, "driver kill")
                 os.kill(drivers[0], signal.SIGKILL)
             killed_ms, killed_at = checks.now_ms(), time.monotonic()

@@ -39,6 +39,14 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _session(pid: int) -> int:
+    """The session id of ``pid`` (``/proc/<pid>/stat`` field 6; the command name in field 2 may hold spaces)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 @contextlib.contextmanager
 def paused(pids: Callable[[], Iterable[int]]) -> Iterator[list[int]]:
     """SIGSTOP every process ``pids()`` lists, and again until it lists none not yet stopped (one forked meanwhile);
@@ -129,6 +137,11 @@ class Host:
                     if os.readlink(f"/proc/{entry}/ns/pid") == mine:
                         found.append(int(entry))
         return found
+
+    def session_of(self, pid: int) -> list[int]:
+        """Every process of this host in ``pid``'s session: a driver started by ``ray submit`` runs under the login
+        shell of its ssh session, which (job control on) ends the session when its job is stopped alone."""
+        return [other for other in self.pids() if _session(other) == _session(pid)]
 
     def find(self, needle: str) -> list[int]:
         """Pids of this host whose command line contains ``needle``."""

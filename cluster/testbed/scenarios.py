@@ -263,12 +263,12 @@ def finish(process: subprocess.Popen, began: float, timeout_s: float = 900) -> S
 @contextlib.contextmanager
 def left_to_finish_on_error(process: subprocess.Popen, timeout_s: float = 900) -> Iterator[None]:
     """If the block fails (a fault found no trial to hit), the sweep of ``process`` still runs to its end before the
-    error goes on, so the next scenario finds the cluster idle."""
+    error goes on, so the next scenario finds the cluster idle; the sweep's output is printed (pytest shows it)."""
     try:
         yield
     except Exception:
-        if process.poll() is None:
-            process.communicate(timeout=timeout_s)
+        output, _ = process.communicate(timeout=timeout_s)
+        print(f"[cluster] the sweep's output (exit {process.returncode}), last 6000 characters:\n{(output or '')[-6000:]}", flush=True)
         raise
 
 
