@@ -20,7 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/galaxy-da demo --data $(DEMO_DATA)
 
+# The Ray auth token (~/.ray/auth_token) is made once here, before any test starts Ray: two test
+# processes (pytest-xdist workers) starting a first local Ray at once would both try to write it.
 test: $(STAMP)
+	$(VENV)/bin/ray get-auth-token --generate >/dev/null 2>&1 || true
 	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
