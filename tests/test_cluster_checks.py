@@ -115,6 +115,10 @@ def test_the_restorable_condition_needs_a_checkpoint_in_tunes_saved_state(tmp_pa
         ray.shutdown()
     by_config = {result.config["checkpoint"]: result.metrics["trial_id"] for result in results}
     assert probe.restorable_trials(str(tmp_path / "probe")) == {by_config[True]}
+    saved, unsaved = (dict(live(f"run-{flag}", epochs=2), trial=by_config[flag]) for flag in (True, False))
+    assert probe.restorable(progress_of(unsaved, saved), str(tmp_path / "probe"))["run_id"] == "run-True"
+    assert probe.restorable(progress_of(unsaved, saved), str(tmp_path / "probe"), "", "2")["run_id"] == "run-True"
+    assert probe.restorable(progress_of(unsaved, saved), str(tmp_path / "probe"), "", "1") is None  # logged too many epochs
 
 
 def progress_of(*children: dict) -> dict:

@@ -203,7 +203,8 @@ class TestOnPremise:
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "driver", args=scenarios.FAULT_ARGS)
         with scenarios.left_to_finish_on_error(process):
-            live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver")
+            most_logged = scenarios.FAULT_EPOCHS - checks.EPOCHS_LEFT_FOR_A_FAULT - 1  # one more may come before the pause
+            live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver", "", str(most_logged))
             drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
             assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
             # the driver with its ssh session's login shell, which would otherwise see its job stop and end the session

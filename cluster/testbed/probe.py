@@ -128,9 +128,12 @@ def registered(state: dict, not_on: str = "") -> Optional[dict]:
     return next((c for c in running_past_first_epoch(state, not_on) if len(c["epoch_times_ms"]) >= 2), None)
 
 
-def restorable(state: dict, experiment: str, not_on: str = "") -> Optional[dict]:
-    """Such a trial that a restore would continue from its checkpoint (:func:`restorable_trials`)."""
-    candidates = running_past_first_epoch(state, not_on)
+def restorable(state: dict, experiment: str, not_on: str = "", most_logged: str = "") -> Optional[dict]:
+    """Such a trial that a restore would continue from its checkpoint (:func:`restorable_trials`), with at most
+    ``most_logged`` epochs logged when given: Tune's saved state may first hold a trial's checkpoint many epochs after
+    the trial logged it (the state is saved and uploaded in the background), so a trial found that late is passed over
+    for one that started later."""
+    candidates = [c for c in running_past_first_epoch(state, not_on) if not most_logged or len(c["epoch_times_ms"]) <= int(most_logged)]
     saved = restorable_trials(experiment) if candidates else set()
     return next((c for c in candidates if c["trial"] in saved), None)
 
