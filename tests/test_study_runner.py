@@ -118,8 +118,8 @@ def test_a_resumed_study_keeps_the_timings_of_its_own_protocol_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_quality_study_smoke_runs_its_whole_pipeline(tmp_path):
-    out = tmp_path / "quality"
+def test_the_quality_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
+    out = smoke_out("quality")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
