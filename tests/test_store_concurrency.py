@@ -53,16 +53,25 @@ def test_processes_that_open_a_new_store_together_all_log_their_run(tmp_path):
     assert runs(database) == [(f"opener-{index}", "FINISHED") for index in range(3)]
 
 
+def waits_for_flock(lock: Path, pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a ``flock`` of ``lock``: a ``->`` (waiting) line of /proc/locks,
+    ``N: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF``."""
+    inode = str(lock.stat().st_ino)
+    for fields in (line.split() for line in Path("/proc/locks").read_text().splitlines()):
+        if fields[1:3] == ["->", "FLOCK"] and fields[5] == str(pid) and fields[6].rsplit(":", 1)[-1] == inode:
+            return True
+    return False
+
+
 def test_a_process_waits_for_the_store_lock_before_it_creates_the_store(tmp_path):
     database, gate = tmp_path / "mlflow.db", tmp_path / "gate"
     gate.mkdir()
     with store_lock(database) as lock:
         process = subprocess.Popen(opener(f"sqlite:///{database}", gate, 0, 1), stderr=subprocess.PIPE, text=True, env=ENV)
         deadline = time.monotonic() + 120
-        while not (gate / "0").exists() and process.poll() is None and time.monotonic() < deadline:
+        while not waits_for_flock(lock, process.pid):  # past the gate, blocked on the lock: not timed
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
             time.sleep(0.05)
-        time.sleep(1.0)  # past the gate: it would be creating the store now, were the lock not held
-        assert process.poll() is None, process.stderr.read()
         assert not database.exists() and lock == tmp_path / "mlflow.db.lock"
     assert process.wait(timeout=180) == 0, process.stderr.read()[-2000:]
     assert runs(database) == [("opener-0", "FINISHED")]
