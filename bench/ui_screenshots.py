@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -53,7 +54,8 @@ OUT = REPO / "bench" / "results" / "ui"
 SWEEP = "ui-check"
 VIEWPORT = {"width": 1920, "height": 1080}
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
-SETTLE_MS = 2500  # after the first row shows: the view's columns and charts apply in a second render
+STEADY_POLLS, STEADY_MS = 3, 250  # a page is steady when what a check reads is the same in 3 polls 250 ms apart
+STEADY_TIMEOUT_S = 20  # then a check reads the page as it is and names what is missing
 GENAI_ENTRIES = ("Judges", "Sessions")  # sidebar entries only GenAI mode has
 
 
@@ -115,14 +117,30 @@ class Page:
         self.page, self.base, self.out = self.context.new_page(), base, out
 
     def open(self, fragment: str, ready: str = ".ag-row") -> Any:
-        """Go to ``<base>/#/<fragment>`` and wait for ``ready`` (a selector) and the render after it."""
+        """Go to ``<base>/#/<fragment>`` and wait for ``ready`` (a selector)."""
         self.page.goto(f"{self.base}/#/{fragment}")
         self.page.wait_for_selector(ready, timeout=60_000)
-        self.page.wait_for_timeout(SETTLE_MS)
         return self.page
 
     def shoot(self, name: str) -> None:
         self.page.screenshot(path=str(self.out / name))
+
+
+def settle(page, snapshot: str, ready: Callable[[Any], bool] = bool) -> None:
+    """Wait until ``snapshot`` (a JS function; what a check or screenshot needs) gives a value that ``ready`` accepts
+    and that stays the same over :data:`STEADY_POLLS` polls: MLflow renders a view's columns, widths and charts in
+    passes after the first row shows. After :data:`STEADY_TIMEOUT_S` it returns anyway, so the check names what is missing."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + STEADY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        seen = [*seen[1 - STEADY_POLLS:], page.evaluate(snapshot)]
+        if len(seen) == STEADY_POLLS and all(value == seen[0] for value in seen) and ready(seen[0]):
+            return
+        page.wait_for_timeout(STEADY_MS)
+
+
+SIDEBAR = "() => document.querySelector('aside')?.innerText ?? ''"
+MAIN_TEXT = "() => (document.querySelector('main') ?? document.body).innerText"
 
 
 def sidebar_mode(page) -> str:
@@ -148,10 +166,12 @@ def name_cells(page) -> list[dict[str, Any]]:
 
 
 def check_view_table(ui: Page, view: str, trials: list[Any], methods: set[str], evaluated: bool) -> dict[str, Any]:
+    wanted = [column("metrics", SCORE), column("tags", RULE_TAG), *([column("metrics", m) for m in COMPARISON_METRICS[1:]] if evaluated else [])]
     page = ui.open(view)
+    settle(page, f"() => [({NAME_CELLS})(), ({HEADERS})()]",
+           lambda value: len(value[0]) == len(trials) and set(wanted) <= {header["id"] for header in value[1]})
     ui.shoot("table.png")
     cells, headers = name_cells(page), page.evaluate(HEADERS)
-    wanted = [column("metrics", SCORE), column("tags", RULE_TAG), *([column("metrics", m) for m in COMPARISON_METRICS[1:]] if evaluated else [])]
     shown = {h["id"] for h in headers if h["id"] and h["right"] <= h["grid"]}  # inside the table, not scrolled off
     names = sorted(run.info.run_name for run in trials)
     problems = []
@@ -164,13 +184,14 @@ def check_view_table(ui: Page, view: str, trials: list[Any], methods: set[str], 
     problems += [f"column {w} not shown in the table" for w in wanted if w not in shown]
     result = {"problems": problems, "mode": sidebar_mode(page), "rows": cells, "columns": sorted(shown)}
     page.locator('.ag-row [col-id="attributes.`Run Name`"] a').first.click()  # a click drops workflowType: recorded
-    page.wait_for_timeout(SETTLE_MS)
+    settle(page, "() => [location.hash, document.body.innerText]", lambda value: "/runs/" in value[0] and "Run ID" in value[1])
     ui.shoot("run_page.png")
     return result | {"run_page_mode": sidebar_mode(page)}
 
 
 def check_view_charts(ui: Page, view: str) -> dict[str, Any]:
     page = ui.open(f"{view}&compareRunsMode=CHART", ready="text=" + COMPARISON_SECTION)
+    settle(page, MAIN_TEXT, lambda text: "Parallel Coordinates" in text or "what varied" in text)
     ui.shoot("charts.png")
     text = page.locator("main").first.inner_text() if page.locator("main").count() else page.inner_text("body")
     sections = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid*=\"section\"], h3, h4')).map(e => e.textContent.trim())")
@@ -183,11 +204,11 @@ def check_view_charts(ui: Page, view: str) -> dict[str, Any]:
     return {"problems": problems, "sections": sections}
 
 
-def check_default_column(ui: Page, experiment_id: str, parent_name: str, methods: set[str]) -> dict[str, Any]:
+def check_default_column(ui: Page, experiment_id: str, parent_name: str, methods: set[str], n_trials: int) -> dict[str, Any]:
     page = ui.open(f"experiments/{experiment_id}/runs?workflowType=machine_learning")
     row = page.locator(".ag-row").filter(has_text=parent_name)
     row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
-    page.wait_for_timeout(SETTLE_MS)
+    settle(page, NAME_CELLS, lambda cells: sum(cell["text"] != parent_name for cell in cells) >= n_trials)  # the parent expanded
     ui.shoot("default.png")
     trials = [cell for cell in name_cells(page) if cell["text"] != parent_name]
     problems = [f"the default column shows {c['shown_px']} px of {c['text']!r}, its method needs {c['leading_px']:.0f}"
@@ -198,14 +219,17 @@ def check_default_column(ui: Page, experiment_id: str, parent_name: str, methods
 def check_compare_page(ui: Page, experiment_id: str, trials: list[Any]) -> dict[str, Any]:
     runs = json.dumps([run.info.run_id for run in trials])
     page = ui.open(f"compare-runs?runs={runs}&experiments={json.dumps([experiment_id])}", ready="text=Parallel Coordinates Plot")
+    selected = ".du-bois-light-select-selection-item, [class*=select-selection-item]"
+    settle(page, f"() => Array.from(document.querySelectorAll({json.dumps(selected)})).map(e => e.innerText)")
     ui.shoot("compare.png")
-    chosen = page.locator(".du-bois-light-select-selection-item, [class*=select-selection-item]").all_inner_texts()
+    chosen = page.locator(selected).all_inner_texts()
     problems = [] if SCORE in chosen else [f"the compare page's parallel-coordinates plot starts with {chosen}, not {SCORE}"]
     return {"problems": problems, "selected": chosen}
 
 
 def check_landing(ui: Page, experiment: str) -> dict[str, Any]:
     page = ui.open("experiments?workflowType=machine_learning", ready=f"text={experiment}")
+    settle(page, SIDEBAR)
     ui.shoot("landing.png")
     problems = [] if sidebar_mode(page) == "model training" else ["`make ui`'s link opened in GenAI mode"]
     return {"problems": problems, "mode": sidebar_mode(page), "url": page.url}
@@ -215,7 +239,7 @@ def check_plain_link_and_toggle(ui: Page, experiment_id: str) -> dict[str, Any]:
     """The bare link in a fresh browser (recorded), then after one click on the toggle's "Model training" (checked)."""
     page = ui.page
     page.goto(f"{ui.base}/#/experiments/{experiment_id}")
-    page.wait_for_timeout(3 * SETTLE_MS)
+    settle(page, f"() => [({SIDEBAR})(), ({MAIN_TEXT})()]", lambda value: all(value))
     ui.shoot("plain_link.png")
     first = {"url": page.url, "mode": sidebar_mode(page)}
     for tour in page.get_by_role("button", name="Got it").all():  # GenAI mode's first-visit tip covers the page
@@ -223,7 +247,7 @@ def check_plain_link_and_toggle(ui: Page, experiment_id: str) -> dict[str, Any]:
     page.locator("aside").get_by_text("Model training", exact=True).click()
     page.goto(f"{ui.base}/#/experiments/{experiment_id}")
     page.reload()
-    page.wait_for_timeout(3 * SETTLE_MS)
+    settle(page, f"() => [({SIDEBAR})(), ({MAIN_TEXT})()]", lambda value: all(value))
     ui.shoot("after_toggle.png")
     problems = [] if sidebar_mode(page) == "model training" else ["after one click on Model training the bare link is still in GenAI mode"]
     return {"problems": problems, "first_visit": first, "after_toggle": {"url": page.url, "mode": sidebar_mode(page)}}
@@ -237,7 +261,7 @@ def run_checks(base: str, view: str, experiment: str, experiment_id: str, parent
     checks: dict[str, Callable[[Page], dict[str, Any]]] = {
         "view_table": lambda ui: check_view_table(ui, view, trials, methods, evaluated),
         "view_charts": lambda ui: check_view_charts(ui, view),
-        "default_column": lambda ui: check_default_column(ui, experiment_id, parent.info.run_name, methods),
+        "default_column": lambda ui: check_default_column(ui, experiment_id, parent.info.run_name, methods, len(trials)),
         "compare_page": lambda ui: check_compare_page(ui, experiment_id, trials),
         "landing": lambda ui: check_landing(ui, experiment),
         "plain_link": lambda ui: check_plain_link_and_toggle(ui, experiment_id),

@@ -1,7 +1,7 @@
 """A sweep's saved view in the MLflow UI (galaxy_da/sweep/ui_view.py): what it shows, on a real sqlite store.
 
 The browser's side (the view opening as written, in model-training mode) is checked by
-bench/ui_screenshots.py in headless Chromium: tests/test_ui_screenshots.py.
+bench/ui_screenshots.py in headless Chromium: tests/test_topk_smoke.py.
 """
 
 from __future__ import annotations
