@@ -139,6 +139,11 @@ def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def ordered_for_logging(points: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    """The order points go to MLflow in: :data:`LEAD_METRICS` first, the rest as given."""
+    return sorted(points, key=lambda point: point[0] not in LEAD_METRICS)
+
+
 class RunTracker:
     """One MLflow run: create it, log epochs, attach artifacts, finish it."""
 
@@ -155,8 +160,10 @@ class RunTracker:
         if run_id is not None:  # re-attach (a resumed trial): epochs it logged before are not logged again
             self.run_id = run_id
             self.logged_epochs = {point.step for point in self.client.get_metric_history(run_id, EPOCH_METRIC)}
+            self.maybe_cut_epoch: Optional[int] = max(self.logged_epochs, default=-1) + 1  # may hold points, not the marker
             return
         self.logged_epochs: set[int] = set()
+        self.maybe_cut_epoch = None
         experiment_id = ensure_experiment(self.client, cfg.tracking.experiment, self.tracking_uri)
         tags = describe_tags(cfg) | (extra_tags or {})
         if parent_run_id:
@@ -183,7 +190,9 @@ class RunTracker:
         :data:`EPOCH_METRIC` is the "epoch complete" marker: it goes last, in a batch
         of its own, after every other point of the epoch (which may take several
         batches). A failure between batches leaves the epoch without it, so a
-        re-attached run logs that epoch again instead of skipping its missing points.
+        re-attached run logs that epoch again instead of skipping its missing points;
+        the points that epoch's cut-off attempt did log are not logged twice
+        (:meth:`_not_yet_logged`).
         """
         epoch = int(record["epoch"])
         if epoch in self.logged_epochs:
@@ -193,9 +202,31 @@ class RunTracker:
         for index, diagnostics in enumerate(steps):
             global_step = epoch * len(steps) + index
             points += [(f"step/{key}", value, global_step) for key, value in numeric_metrics(diagnostics).items()]
+        if epoch == self.maybe_cut_epoch:
+            points, self.maybe_cut_epoch = self._not_yet_logged(points), None
         self._log_points([point for point in points if point[0] != EPOCH_METRIC])
         self._log_points([point for point in points if point[0] == EPOCH_METRIC])
         self.logged_epochs.add(epoch)
+
+    def _not_yet_logged(self, points: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+        """``points`` (key, value, step) of an epoch whose first attempt may have been cut between batches, less those
+        the run already holds at their step.
+
+        Batches go out in :meth:`_log_points`' order, the marker last, so what a cut
+        attempt logged is a prefix of that order: if its first point is not in the run,
+        none is, and one history read settles the usual case (a re-attach after a
+        clean checkpoint).
+        """
+        ordered = ordered_for_logging([point for point in points if point[0] != EPOCH_METRIC])
+        if not ordered or not self._held_steps(ordered[0][0], {ordered[0][2]}):
+            return points
+        held = {(key, step) for key in {key for key, _, _ in points}
+                for step in self._held_steps(key, {step for k, _, step in points if k == key})}
+        return [point for point in points if (point[0], point[2]) not in held]
+
+    def _held_steps(self, key: str, steps: set[int]) -> set[int]:
+        """Those of ``steps`` at which the run holds a point of ``key``."""
+        return {point.step for point in self.client.get_metric_history(self.run_id, key)} & steps
 
     def relog_from(self, epoch: int) -> None:
         """Log epochs ``epoch``, ``epoch + 1``, ... again although the run holds them.
@@ -209,6 +240,7 @@ class RunTracker:
         member has re-trained its last epoch).
         """
         self.logged_epochs = {logged for logged in self.logged_epochs if logged < epoch}
+        self.maybe_cut_epoch = None  # re-trained epochs log every point anew: the newest is in force
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -225,7 +257,7 @@ class RunTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, step) for key, value, step in sorted(points, key=lambda point: point[0] not in LEAD_METRICS)]
+        metrics = [Metric(key, float(value), now, step) for key, value, step in ordered_for_logging(points)]
         for start in range(0, len(metrics), 900):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 900])
 

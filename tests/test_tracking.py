@@ -74,6 +74,8 @@ def test_an_epoch_cut_between_batches_has_no_train_loss_and_a_resumed_run_logs_i
     resumed.log_epoch(big_epoch(0, 1.0))
     assert [(p.step, p.value) for p in client.get_metric_history(first.run_id, EPOCH_METRIC)] == [(0, 1.0)]
     assert [p.step for p in client.get_metric_history(first.run_id, "step/loss")][-1] == 499  # the points cut off are in
+    for key, steps in [("step/loss", list(range(500))), ("step/grad_norm", list(range(500))), ("src_val/acc", [0])]:
+        assert sorted(p.step for p in client.get_metric_history(first.run_id, key)) == steps, key  # each point once
 
 
 def test_train_loss_goes_last_in_a_batch_of_its_own(tmp_path):
