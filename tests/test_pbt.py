@@ -209,7 +209,7 @@ def test_pbt_exploit_then_explore_on_a_two_member_population(toy_dataset, tmp_pa
     from galaxy_da.sweep.trainable import epochs_trained
     from galaxy_da.sweep.tuner import run_sweep
 
-    cfg = load_config(None, {**TINY, "data.path": str(toy_dataset), "optim.epochs": 6, "tracking.experiment": "pbt"})
+    cfg = load_config(None, {**TINY, "data.path": str(toy_dataset), "tracking.experiment": "pbt"})
     settings = SweepSettings(
         name="pbt", space={"optim.lr": {"grid": [1e-6, 3e-3]}, "align.weight": {"loguniform": [0.5, 2.0]}},
         mutations={"align.weight": {"loguniform": [0.5, 2.0]}}, scheduler="pbt", searcher="random", num_samples=1,
@@ -248,7 +248,7 @@ def test_pb2_copies_and_explores_a_loguniform_knob_inside_its_interval(toy_datas
     from galaxy_da.sweep.leaderboard import child_runs
     from galaxy_da.sweep.tuner import run_sweep
 
-    cfg = load_config(None, {**TINY, "data.path": str(toy_dataset), "optim.epochs": 6, "tracking.experiment": "pb2"})
+    cfg = load_config(None, {**TINY, "data.path": str(toy_dataset), "tracking.experiment": "pb2"})
     settings = SweepSettings(
         name="pb2", space={"optim.lr": {"grid": [1e-6, 3e-3]}, "align.weight": {"loguniform": [0.5, 2.0]}},
         mutations={"align.weight": {"loguniform": [0.5, 2.0]}}, scheduler="pb2", searcher="random", num_samples=1,

@@ -92,7 +92,7 @@ def test_the_pbt_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
     sweep_study.write_text(json.dumps({"top": [{"rank": 1, "varied": {"align.weight": "0.7"}, "overrides": top}], "fresh_seeds": [100]}))
     out = smoke_out("out")
     command = [sys.executable, str(ROOT / "bench" / "pbt_study.py"), "--smoke", "--out", str(out), "--best-fixed-json", str(sweep_study)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
     payload = json.loads((out / "pbt_study.json").read_text())

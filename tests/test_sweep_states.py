@@ -175,6 +175,20 @@ def statuses(db: Path) -> dict[str, str]:
         return {}
 
 
+def session_processes(session: int) -> list[str]:
+    """The live processes of session ``session`` (a driver started with ``start_new_session`` and the Ray it started)."""
+    import psutil
+
+    alive = []
+    for process in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getsid(process.pid) == session and process.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {process.info['name']}")
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy_dataset, tmp_path):
@@ -182,7 +196,7 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
     command = [
         sys.executable, str(ROOT / "sweeps" / "topk.py"), "--smoke-test", "--data", str(toy_dataset), "--name", "killed",
         "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "ray"), "--max-concurrent", "2",
-        "--num-cpus", "2", "--num-samples", "3", "optim.epochs=4", "optim.steps_per_epoch=3",
+        "--num-cpus", "2", "--num-samples", "3", "optim.epochs=3", "optim.steps_per_epoch=2",
     ]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -192,7 +206,10 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
         time.sleep(0.5)
     os.kill(driver.pid, signal.SIGKILL)  # no clean-up of any kind in the driver
     driver.wait(timeout=60)
-    time.sleep(5)  # Ray's processes notice their driver is gone
+    deadline = time.monotonic() + 120
+    while left := session_processes(driver.pid):  # Ray's processes notice their driver is gone, and end
+        assert time.monotonic() < deadline, f"Ray's processes outlived their killed driver by 120 s: {left}"
+        time.sleep(0.2)
 
     resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]

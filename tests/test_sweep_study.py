@@ -173,7 +173,7 @@ def test_the_baseline_is_the_best_recipe_of_a_protocol_2_table(tmp_path):
 
 def test_the_study_refuses_a_missing_quality_table_before_any_compute(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_study.py"), "--out", str(tmp_path), "--quality-json",
-                           str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+                           str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode != 0 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "none.json" in done.stderr and "run bench/quality.py first" in done.stderr
     assert not (tmp_path / "mlflow").exists() and not (tmp_path / "ray_results").exists()
@@ -197,7 +197,7 @@ def test_the_smoke_study_runs_sweep_analysis_fresh_seeds_tables_and_plots_and_co
 
     smoke_out("")
     command = [sys.executable, str(ROOT / "bench" / "sweep_study.py"), "--smoke", "--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     payload = json.loads((tmp_path / "sweep_study.json").read_text())
 
@@ -238,7 +238,7 @@ def test_the_smoke_study_runs_sweep_analysis_fresh_seeds_tables_and_plots_and_co
     for plot in ("sweep_study_rules.png", "sweep_study_fresh.png"):
         assert (tmp_path / plot).stat().st_size > 10_000
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)  # continues: nothing retrained
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)  # continues: nothing retrained
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "already finished" in again.stdout and "4 of 4 jobs already done" in again.stdout
     assert json.loads((tmp_path / "sweep_study.json").read_text())["parent_run_id"] == payload["parent_run_id"]
