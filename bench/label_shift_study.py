@@ -39,7 +39,8 @@ galaxies adds some minutes more. Each finished job is appended to
 ``<out>/label_shift.jobs.jsonl`` (``bench/results/``); the same command again
 skips those jobs and continues (``--fresh`` starts over; jobs are keyed by method
 and command, not by code version). ``--smoke``: the whole pipeline on a tiny
-two-target dataset, 2 seeds per row, in a few minutes (``bench/study.py``).
+two-target dataset, the first of ``--seeds`` for every row and the first of
+``--more-seeds`` for the key rows (28 runs), in a few minutes (``bench/study.py``).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     out = outputs(args, NAME)
-    if args.smoke:  # two seeds for every row
-        args.seeds, args.more_seeds = args.seeds[:2], []
+    if args.smoke:  # one seed for every row, one more for the key rows: both phases run, key rows paired on 2 seeds
+        args.seeds, args.more_seeds = args.seeds[:1], args.more_seeds[:1]
         args.overrides = [f"{k}={v}" for k, v in smoke_overrides(args).items()] + args.overrides
 
     from galaxy_da.data import synth
