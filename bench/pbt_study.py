@@ -141,7 +141,7 @@ def population(args: argparse.Namespace, study_seed: int, seeds: list[int], trac
     settings = SweepSettings(
         name=f"pbt-study-{args.scheduler}-m{args.members}-i{args.interval}-t{seeds[0]}", space={**script["SPACE"], "seed": {"grid": seeds}},
         mutations=script["MUTATIONS"], scheduler=args.scheduler, searcher="random", seed=study_seed, num_samples=1,
-        max_concurrent=args.workers, num_cpus=args.workers, perturbation_interval=args.interval, quantile_fraction=0.25,
+        max_concurrent=args.workers, num_cpus=args.workers, perturbation_interval=args.interval, quantile_fraction=0.25, synchronous=args.synchronous,
         tracking_uri=tracking_uri, address="local", storage_path=str(out.folder / "ray" if args.smoke else REPO / "ray_results"),
     )
     state = read_sweep_state(settings)
@@ -305,6 +305,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--members", type=int, default=4, help="population size = runs per hand-set arm")
     parser.add_argument("--interval", type=int, default=2, help="PBT perturbation interval (epochs)")
     parser.add_argument("--scheduler", default="pbt", choices=["pbt", "pb2"])
+    parser.add_argument("--synchronous", action="store_true",
+                        help="members wait for each other at every perturbation point (default: asynchronous, as measured)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh-base", type=int, default=200, help="first training seed of the fresh block (t_i = base + members * s + i)")
     parser.add_argument("--best-fixed-json", type=Path, default=None,

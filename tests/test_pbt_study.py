@@ -91,7 +91,8 @@ def test_the_pbt_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
     top = {"align.method": "laplacian", "align.weight": 0.7, "align.ot.weight": 0.5, "seed": 0}
     sweep_study.write_text(json.dumps({"top": [{"rank": 1, "varied": {"align.weight": "0.7"}, "overrides": top}], "fresh_seeds": [100]}))
     out = smoke_out("out")
-    command = [sys.executable, str(ROOT / "bench" / "pbt_study.py"), "--smoke", "--out", str(out), "--best-fixed-json", str(sweep_study)]
+    command = [sys.executable, str(ROOT / "bench" / "pbt_study.py"), "--smoke", "--out", str(out), "--best-fixed-json", str(sweep_study),
+               "--synchronous"]  # every member compared at each point: an exploit whatever the members' start times
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
