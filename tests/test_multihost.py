@@ -198,19 +198,29 @@ class TestOnPremise:
         checks.check_spans(checks.run_of(audit, live["run_id"]), stopped_ms, restarted_ms, "tracking server restart")
 
     def test_a_killed_driver_is_resumed_to_completion(self, cluster):
-        """The driver is paused once a trial's checkpoint is in Tune's saved state, and killed if that trial has 2 epochs
-        to go; --resume continues that trial in its own run."""
+        """The driver (with its ssh session) is paused, then killed if one of its trials has its checkpoint in Tune's
+        saved state and 2 epochs to go; else it is continued and looked at again. --resume continues that trial in its
+        own run."""
         began = time.monotonic()
         process = scenarios.start_submit(cluster, "driver", args=scenarios.FAULT_ARGS)
         with scenarios.left_to_finish_on_error(process):
-            most_logged = scenarios.FAULT_EPOCHS - checks.EPOCHS_LEFT_FOR_A_FAULT - 1  # one more may come before the pause
-            live = scenarios.wait_for(cluster, "driver", "trial-restorable", f"{scenarios.STORAGE}/driver", "", str(most_logged))
+            scenarios.wait_for(cluster, "driver", "trial-past-first-epoch")
             drivers = [pid for pid in cluster.head.find("--name driver") if argv(pid)[1:2] and argv(pid)[1].endswith("/topk.py")]
             assert len(drivers) == 1  # python ~/topk.py on the head, started by ray submit
-            # the driver with its ssh session's login shell, which would otherwise see its job stop and end the session
-            with paused(lambda: cluster.head.session_of(drivers[0])):  # no further step starts: each trial may finish the one it runs
-                checks.check_room(scenarios.progress(cluster, "driver"), live["run_id"], scenarios.FAULT_EPOCHS, "driver kill")
-                os.kill(drivers[0], signal.SIGKILL)
+            live = None
+            while live is None:
+                # the driver with its ssh session's login shell, which would otherwise see its job stop and end the session;
+                # paused, no further step starts (each trial may finish the one it runs), so what the probe reads holds
+                with paused(lambda: cluster.head.session_of(drivers[0])):
+                    state = cluster.probe("pick", "driver", "trial-restorable", f"{scenarios.STORAGE}/driver", "",
+                                          str(scenarios.FAULT_EPOCHS - checks.EPOCHS_LEFT_FOR_A_FAULT - 1))  # one may be on its way
+                    assert not state["ended"], f"sweep driver ended before a trial was restorable with epochs to go: {state}"
+                    if state["met"]:
+                        live = state["chosen"]
+                        checks.check_room(scenarios.progress(cluster, "driver"), live["run_id"], scenarios.FAULT_EPOCHS, "driver kill")
+                        os.kill(drivers[0], signal.SIGKILL)
+                if live is None:
+                    time.sleep(2.0)  # the driver runs: trials step, Tune saves and uploads its state
             killed_ms, killed_at = checks.now_ms(), time.monotonic()
         first = scenarios.finish(process, began)
         assert first.returncode != 0

@@ -141,17 +141,22 @@ def restorable(state: dict, experiment: str, not_on: str = "", most_logged: str 
 CONDITIONS = {"trial-past-first-epoch": past_first_epoch, "trial-registered": registered, "trial-restorable": restorable}  # progress, args -> a child run to act on, or None
 
 
+def pick(name: str, condition: str, *args: str) -> dict:
+    """Once: the sweep's :func:`progress` with ``met`` and, when met, the ``chosen`` child run of ``condition``;
+    ``ended`` when the sweep's parent run is no longer RUNNING."""
+    state = progress(name)
+    chosen = CONDITIONS[condition](state, *args) if state["parent"] else None
+    ended = bool(state["parent"]) and state["parent_status"] != "RUNNING"
+    return state | {"met": chosen is not None, "chosen": chosen, "ended": ended}
+
+
 def wait(name: str, condition: str, *args: str) -> dict:
+    """:func:`pick` until met or the sweep ends."""
     import time
 
-    while True:
-        state = progress(name)
-        chosen = CONDITIONS[condition](state, *args) if state["parent"] else None
-        if chosen is not None:
-            return state | {"met": True, "chosen": chosen}
-        if state["parent"] and state["parent_status"] != "RUNNING":
-            return state | {"met": False}
+    while not (state := pick(name, condition, *args))["met"] and not state["ended"]:
         time.sleep(0.5)
+    return state
 
 
 def audit(parent_run_id: str) -> dict:
@@ -202,7 +207,7 @@ def audit(parent_run_id: str) -> dict:
     return {"parent_status": parent.info.status, "children": runs, "leaderboard_rows": board}
 
 
-CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "nodes": nodes, "progress": progress, "wait": wait, "audit": audit}
+CHECKS = {"make-bucket": make_bucket, "unauthenticated": unauthenticated, "nodes": nodes, "progress": progress, "pick": pick, "wait": wait, "audit": audit}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[sys.argv[1]](*sys.argv[2:])))
