@@ -1,4 +1,5 @@
-# galaxy-da: the two set-up commands are `make demo` and `make test`.
+# galaxy-da: the two set-up commands are `make demo` and `make test` (the quick suite).
+# `make test-slow` runs the end-to-end tests marked `slow` (CI runs both).
 # `make cluster-test` (root) runs the multi-host tests on simulated hosts (cluster/testbed).
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synth
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui ui-deps ui-check cluster-deps cluster-test clean
+.PHONY: install demo test test-slow ui ui-deps ui-check cluster-deps cluster-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +23,17 @@ demo: $(STAMP)
 
 # The Ray auth token (~/.ray/auth_token) is made once here, before any test starts Ray: two test
 # processes (pytest-xdist workers) starting a first local Ray at once would both try to write it.
-test: $(STAMP)
-	$(VENV)/bin/ray get-auth-token --generate >/dev/null 2>&1 || true
-	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
+RAY_TOKEN := $(VENV)/bin/ray get-auth-token --generate >/dev/null 2>&1 || true
 
-test-fast: $(STAMP)
+# The quick suite: every test but the end-to-end ones marked `slow` and the multi-host ones (minutes).
+test: $(STAMP)
+	$(RAY_TOKEN)
 	$(VENV)/bin/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The end-to-end tests marked `slow`: study smokes, whole sweeps, interrupts (about half an hour on 2 cores).
+test-slow: $(STAMP)
+	$(RAY_TOKEN)
+	$(VENV)/bin/pytest -m "slow and not cluster" $(PYTEST_ARGS)
 
 # Debian packages the test bed needs (as root): namespaces and mounts, sshd, PostgreSQL.
 cluster-deps:
