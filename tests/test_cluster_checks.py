@@ -189,7 +189,7 @@ def ticking(ticks: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", loop, str(ticks)])
 
 
-def size_when_grown(path: Path, than: int = 0, timeout_s: float = 10.0) -> int:
+def size_when_grown(path: Path, than: int = 0, timeout_s: float = 60.0) -> int:
     deadline = time.monotonic() + timeout_s
     while not path.exists() or path.stat().st_size <= than:
         assert time.monotonic() < deadline, f"{path} did not grow past {than} bytes"
