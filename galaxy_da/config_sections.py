@@ -139,6 +139,9 @@ class AlignConfig(Section):
     eta_init: tuple[float, float] = (0.1, 1.0)  # trainable weights: initial (eta_cls, eta_align)
     # none, or a target-prior estimator (registries.PRIOR_ESTIMATORS) whose class ratios q/p weight the source side
     label_shift: str = "none"
+    # the ratios applied are a moving average, w <- m w + (1 - m) q^/p from w = 1 (IWDAN's reference code: m = 0.5);
+    # 0 applies each epoch's estimate alone (galaxy_da.label_shift.refresh)
+    ratio_momentum: float = Field(0.5, ge=0.0, lt=1.0)
     # unbalanced Sinkhorn (GeomLoss reach, rho = reach^2): a property of the OT problem, so its own key (see galaxy_da.label_shift)
     reach: Optional[float] = Field(None, gt=0.0)
 

@@ -309,7 +309,8 @@ class Trainer:
         """Re-estimate the target priors with the current model (lead worker, shared) and set the objective's class ratios."""
         data = self.data
         estimate = estimate_target_priors(self.cfg, self.model, data, self.device, self.layout) if self.world.lead else None
-        ratios, record = prior_record(self.world.share(estimate), data.train_counts, data.view.class_names)
+        previous = self.objective.class_ratios.cpu().numpy()
+        ratios, record = prior_record(self.world.share(estimate), data.train_counts, data.view.class_names, previous, self.cfg.align.ratio_momentum)
         self.objective.set_class_ratios(ratios)
         return record
 

@@ -12,6 +12,7 @@ import torch
 
 from galaxy_da.config import ConfigError, load_config
 from galaxy_da.label_shift.estimators import bbse_from_confusion, bbse_priors, em_from_posteriors, em_priors, prior_correction
+from galaxy_da.label_shift.refresh import prior_record
 from galaxy_da.label_shift.weights import class_ratios, label_frequencies
 from galaxy_da.registries import PRIOR_ESTIMATORS
 from galaxy_da.train import Trainer, train
@@ -99,7 +100,9 @@ def test_class_ratios_are_q_over_p_and_zero_for_a_class_the_source_lacks():
 
 
 def test_config_keys():
-    assert load_config(None).align.label_shift == "none" and load_config(None).align.reach is None
+    assert load_config(None).align.label_shift == "none" and load_config(None).align.reach is None and load_config(None).align.ratio_momentum == 0.5
+    with pytest.raises(ConfigError, match=r"align.ratio_momentum"):
+        load_config(None, ["align.ratio_momentum=1"])  # 1 would never move from w = 1
     assert load_config(None, ["align.label_shift=em", "align.method=dann"]).align.label_shift == "em"
     with pytest.raises(ConfigError, match=r"align.label_shift: unknown label-shift estimator 'bbs'; choose from \['none', 'bbse', 'em'\]"):
         load_config(None, ["align.label_shift=bbs"])
@@ -114,19 +117,34 @@ def tiny(data_path, *extra):
     return load_config(None, [f"data.path={data_path}", *TINY, *extra])
 
 
-@pytest.mark.parametrize("method", ["sinkhorn", "dann", "topk_ot"])
-def test_aligning_epochs_log_the_estimate_and_the_objective_uses_it(method, toy_dataset, tmp_path):
-    trainer = Trainer(tiny(toy_dataset, f"align.method={method}", "align.label_shift=bbse"), checkpoint_dir=tmp_path)
+@pytest.mark.parametrize("method, momentum", [("sinkhorn", 0.5), ("dann", 0.5), ("topk_ot", 0.5), ("sinkhorn", 0.0)])
+def test_aligning_epochs_log_the_estimate_and_the_objective_uses_its_moving_average(method, momentum, toy_dataset, tmp_path):
+    cfg = tiny(toy_dataset, f"align.method={method}", "align.label_shift=bbse", f"align.ratio_momentum={momentum}")
+    trainer = Trainer(cfg, checkpoint_dir=tmp_path)
     history = list(trainer.epochs())
     names = trainer.data.view.class_names
     assert not any(key.startswith("label_shift/") for key in history[0])  # warm-up: nothing aligned, nothing estimated
+    applied = np.ones(len(names))  # w_0 = 1
     for record in history[1:]:
         priors = [record[f"label_shift/prior/{name}"] for name in names]
         assert sum(priors) == pytest.approx(1.0) and min(priors) >= 0.0
-        expected = class_ratios(priors, label_frequencies(trainer.data.train_counts))
-        np.testing.assert_allclose([record[f"label_shift/weight/{name}"] for name in names], expected, rtol=1e-12)
-    np.testing.assert_allclose(trainer.objective.class_ratios.cpu().numpy(), expected, rtol=1e-6)
+        applied = momentum * applied + (1 - momentum) * class_ratios(priors, label_frequencies(trainer.data.train_counts))
+        np.testing.assert_allclose([record[f"label_shift/weight/{name}"] for name in names], applied, rtol=1e-6)  # w_{t-1}: a float32 buffer
+    np.testing.assert_allclose(trainer.objective.class_ratios.cpu().numpy(), applied, rtol=1e-6)
     assert np.isfinite(history[-1]["train/loss_align"])
+
+
+def test_the_moving_average_keeps_the_source_weighted_to_a_distribution_and_damps_a_first_estimate():
+    counts = [220, 64, 716]  # p = 0.22, 0.064, 0.716
+    p = label_frequencies(counts)
+    collapsed = np.array([0.9, 0.05, 0.05])  # a first estimate from a model that calls most of the target one class
+    ratios, record = prior_record(collapsed, counts, ["e", "i", "s"], np.ones(3), 0.5)
+    np.testing.assert_allclose(ratios, 0.5 + 0.5 * collapsed / p, rtol=1e-12)
+    assert float(p @ ratios) == pytest.approx(1.0)  # p-weighted ratios still sum to 1: the weighted source is a distribution
+    assert record["label_shift/prior/e"] == 0.9 and record["label_shift/weight/e"] == pytest.approx(0.5 + 0.5 * 0.9 / 0.22)
+    alone, _ = prior_record(collapsed, counts, ["e", "i", "s"], np.ones(3), 0.0)
+    np.testing.assert_allclose(alone, collapsed / p, rtol=1e-12)
+    assert abs(ratios - 1).max() < abs(alone - 1).max()  # half-way from no re-weighting to the estimate
 
 
 def test_ratios_of_exactly_one_train_the_unweighted_run(toy_dataset, tmp_path, monkeypatch):

@@ -4,8 +4,9 @@ At the start of every aligning epoch (:attr:`~galaxy_da.objective.StepKnobs.alig
 the current model predicts the labelled source validation split and the
 *unlabelled* target adapt split (the :class:`~galaxy_da.trial_data.TrialData`
 holds no target label), the ``align.label_shift`` estimator turns those
-predictions into :math:`\\hat q`, and the objective weighs the source by
-:math:`w = \\hat q / p` with :math:`p` the source training label frequencies.
+predictions into :math:`\\hat q`, and the objective weighs the source by a
+moving average of :math:`\\hat q / p` (:func:`prior_record`), :math:`p` the source
+training label frequencies.
 The true target priors never enter training: they are an evaluation metric
 (:mod:`galaxy_da.label_shift.evaluation`).
 """
@@ -37,9 +38,22 @@ def estimate_target_priors(
     return PRIOR_ESTIMATORS[cfg.align.label_shift](source.probs, source.labels, target.probs)
 
 
-def prior_record(target_priors: np.ndarray, train_counts: Sequence[int], class_names: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
-    """The class ratios :math:`w = \\hat q/p` (K,) and the epoch's ``label_shift/prior/<class>`` and ``label_shift/weight/<class>``."""
-    ratios = class_ratios(target_priors, label_frequencies(train_counts))
+def prior_record(
+    target_priors: np.ndarray, train_counts: Sequence[int], class_names: Sequence[str], previous_ratios: np.ndarray, momentum: float
+) -> tuple[np.ndarray, dict[str, float]]:
+    r"""The class ratios applied this epoch (K,) and the epoch's ``label_shift/prior/<class>`` and ``label_shift/weight/<class>``.
+
+    :math:`w_t = m\, w_{t-1} + (1 - m)\, \hat q_t / p` with :math:`w_0 = 1` (the
+    objective's buffer, checkpointed with it) and :math:`m` = ``align.ratio_momentum``:
+    the moving average of IWDAN's reference code (Tachet des Combes et al., 2020,
+    ``ma = 0.5``). The first estimate comes from the warm-up's source-only model,
+    which under a covariate shift can call most of the target one class; applied
+    alone, such an estimate pulls the alignment towards that very error. Both terms
+    satisfy :math:`\sum_y p_y w_y = 1`, so the average does too. ``prior`` logs the
+    epoch's estimate :math:`\hat q_t`; ``weight`` the ratios applied.
+    """
+    estimated = class_ratios(target_priors, label_frequencies(train_counts))
+    ratios = momentum * np.asarray(previous_ratios, dtype=np.float64) + (1.0 - momentum) * estimated
     record = {f"label_shift/prior/{name}": float(q) for name, q in zip(class_names, target_priors)}
     record |= {f"label_shift/weight/{name}": float(w) for name, w in zip(class_names, ratios)}
     return ratios, record
