@@ -100,7 +100,8 @@ def test_class_ratios_are_q_over_p_and_zero_for_a_class_the_source_lacks():
 
 
 def test_config_keys():
-    assert load_config(None).align.label_shift == "none" and load_config(None).align.reach is None and load_config(None).align.ratio_momentum == 0.5
+    defaults = load_config(None).align
+    assert defaults.label_shift == "none" and defaults.reach is None and defaults.ratio_momentum == 0.5
     with pytest.raises(ConfigError, match=r"align.ratio_momentum"):
         load_config(None, ["align.ratio_momentum=1"])  # 1 would never move from w = 1
     assert load_config(None, ["align.label_shift=em", "align.method=dann"]).align.label_shift == "em"
