@@ -18,7 +18,8 @@ predictor (from source-train counts) is printed alongside.
 
 A dataset holds one or more target surveys; ``--target`` picks the one to
 calibrate (``data.target``: ``sdss``, the SDSS-like target, or ``desi``, the
-DESI-like one). The DESI-like target has not been calibrated yet (BENCHMARKS.md).
+DESI-like one). The label-shift study (``bench/label_shift_study.py``) measures the same goals on both
+targets over seeds; BENCHMARKS.md gives its figures.
 
 Run: ``python bench/calibrate_synth.py --data data/synth --epochs 8 [--seed 0] [--target desi]
 [--json bench/results/calibration.json]``
