@@ -37,10 +37,15 @@ def test_a_flag_overrides_the_cluster_and_a_missing_config_file_is_named():
 
 @pytest.fixture(scope="module")
 def gpu_cluster():
-    """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2."""
+    """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2.
+
+    An idle GPU worker stays up 2 minutes: ``ray.nodes()`` lists a node that is gone with no
+    resources, so a worker the autoscaler removed between a sweep's end and :func:`gpu_nodes`
+    (12 s idle, the default here, is short of that on a loaded machine) would not count as a GPU node.
+    """
     from tests.autoscaling import LocalAutoscalingCluster
 
-    cluster = LocalAutoscalingCluster(head_resources={"CPU": 1}, worker_node_types={"gpu_worker": GPU_WORKER})
+    cluster = LocalAutoscalingCluster(head_resources={"CPU": 1}, worker_node_types={"gpu_worker": GPU_WORKER}, idle_timeout_minutes=2)
     cluster.start()
     yield cluster
     cluster.shutdown()
@@ -96,7 +101,7 @@ print(json.dumps([node["NodeID"] for node in ray.nodes() if node["Resources"].ge
 
 
 def gpu_nodes(cluster) -> set[str]:
-    """Every node (alive or gone) that had a GPU, asked from a fresh process (see :func:`gpu_sweep`)."""
+    """Every live node with a GPU, asked from a fresh process (see :func:`gpu_sweep`)."""
     env = os.environ | {"RAY_AUTH_MODE": "disabled"}
     done = subprocess.run([sys.executable, "-c", GPU_NODES, cluster.address], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
