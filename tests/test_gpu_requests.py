@@ -39,9 +39,9 @@ def test_a_flag_overrides_the_cluster_and_a_missing_config_file_is_named():
 def gpu_cluster():
     """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2.
 
-    An idle GPU worker stays up 2 minutes: ``ray.nodes()`` lists a node that is gone with no
-    resources, so a worker the autoscaler removed between a sweep's end and :func:`gpu_nodes`
-    (12 s idle, the default here, is short of that on a loaded machine) would not count as a GPU node.
+    An idle GPU worker stays up 2 minutes, not ``tests/autoscaling.py``'s 12 s: ``ray.nodes()`` lists a
+    gone node with no resources, and on a loaded machine more than 12 s can pass between a sweep's end
+    and :func:`gpu_nodes`, which would then not count the removed worker as a GPU node.
     """
     from tests.autoscaling import LocalAutoscalingCluster
 
