@@ -7,8 +7,10 @@ test labels. An :class:`oracle.OracleTrace` scores the in-memory model on target
 test after each *scored* epoch (those the label-free rule may pick) for the
 ORACLE column; it never reaches training or selection.
 
-Cheap by construction: each worker process reads (and sha256-checks) each split
-once for all its jobs (:func:`galaxy_da.data.reader.cached_reads`); the final
+Cheap by construction: one pool of worker processes serves every :func:`run_all`
+call of a study (:func:`_pool`: starting a worker costs a torch import, ~4 s, and a
+study runs its jobs in several phases); each worker reads (and sha256-checks) each
+split once for all its jobs (:func:`galaxy_da.data.reader.cached_reads`); the final
 evaluation computes only the metric groups the tables read (:data:`EVAL_GROUPS`:
 the labelled splits and the domain probe; no target-adapt pass, no DEV/SND
 fits, no plots; a study that reads more, such as the estimated target priors,
@@ -18,6 +20,7 @@ names its groups in :func:`make_job`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import sys
@@ -80,7 +83,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_all(jobs: list[dict[str, Any]], workers: int, done: Optional[Path] = None) -> list[dict[str, Any]]:
-    """Every job, ``workers`` at a time in fresh processes (one torch thread each by default); a line per finished job.
+    """Every job, ``workers`` at a time in worker processes (one torch thread each by default); a line per finished job.
+
+    The processes (spawned, so no state of the caller leaks in) are kept for the next call with the same
+    ``workers`` and ended when the study's process exits.
 
     With ``done`` (a JSON-lines file), each result is appended as soon as its job ends, and a job
     whose method and command are already there is not run again: an interrupted benchmark
@@ -102,12 +108,17 @@ def run_all(jobs: list[dict[str, Any]], workers: int, done: Optional[Path] = Non
         with cached_reads():
             for i, job in todo:
                 keep(i, run_job(job))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_keep_reads) as pool:
-            futures = {pool.submit(run_job, job): i for i, job in todo}
-            for future in as_completed(futures):
-                keep(futures[future], future.result())
+    elif todo:
+        futures = {_pool(workers).submit(run_job, job): i for i, job in todo}
+        for future in as_completed(futures):
+            keep(futures[future], future.result())
     return [results[i] for i in range(len(jobs))]
+
+
+@functools.cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The study's pool of ``workers`` spawned processes, started on first use (the standard library ends it at exit)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_keep_reads)
 
 
 def _keep_reads() -> None:

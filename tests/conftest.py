@@ -70,11 +70,12 @@ def toy_dataset_odd(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def study_smoke_data(tmp_path_factory) -> Path:
-    """The studies' ``--smoke`` dataset (``bench/study.py``'s ``smoke_dataset``: source and sdss), rendered once (~20 s)."""
+    """The studies' ``--smoke`` dataset (``bench/study.py``'s ``smoke_dataset``), rendered once for every study's smoke:
+    the source and both target surveys (the label-shift study reads ``desi`` too; the others read ``sdss``)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from study import smoke_dataset
 
-    return smoke_dataset(tmp_path_factory.mktemp("study_smoke"))
+    return smoke_dataset(tmp_path_factory.mktemp("study_smoke"), ("sdss", "desi"))
 
 
 @pytest.fixture

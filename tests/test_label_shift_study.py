@@ -122,8 +122,8 @@ def test_the_plot_shows_paired_differences_and_estimated_priors_per_target(tmp_p
 
 
 @pytest.mark.slow
-def test_the_label_shift_study_smoke_runs_its_whole_pipeline_and_resumes(tmp_path):
-    out = tmp_path / "label_shift"
+def test_the_label_shift_study_smoke_runs_its_whole_pipeline_and_resumes(smoke_out, tmp_path):
+    out = smoke_out("label_shift")
     script = str(ROOT / "bench" / "label_shift_study.py")
     done = subprocess.run([sys.executable, script, "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

@@ -106,10 +106,23 @@ def test_tracking_server_serves_the_sqlite_store_and_stops(tmp_path):
         with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
             assert response.status == 200
         experiment = MlflowClient(url).create_experiment("served", artifact_location=(tmp_path / "art").as_uri())
+        defaulted = MlflowClient(url).create_experiment("defaulted")
     assert MlflowClient(store).get_experiment(experiment).name == "served"  # it went into the sqlite file
+    assert MlflowClient(store).get_experiment(defaulted).artifact_location == f"{(tmp_path / 'artifacts').as_uri()}/{defaulted}"
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_the_server_gets_its_store_through_the_environment_variables_mlflow_server_sets():
+    """The server is uvicorn started directly (not through ``mlflow server``): the names it is given must be MLflow's."""
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
+    from mlflow.server import constants
+
+    from galaxy_da.sweep.tracking_server import SERVER_ENVIRONMENT
+
+    assert SERVER_ENVIRONMENT == {"backend": constants.BACKEND_STORE_URI_ENV_VAR, "registry": constants.REGISTRY_STORE_URI_ENV_VAR,
+                                  "artifact_root": constants.ARTIFACT_ROOT_ENV_VAR, "server": _MLFLOW_SGI_NAME.name}
 
 
 def test_a_non_sqlite_uri_is_used_as_is():

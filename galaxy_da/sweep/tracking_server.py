@@ -16,6 +16,12 @@ host. On a cluster whose nodes do not share that folder, run one server for the
 whole cluster with ``--serve-artifacts --artifacts-destination s3://...`` (see
 ``mlflow/serve.sh``) and point ``MLFLOW_TRACKING_URI`` at it.
 
+The server is MLflow's own FastAPI app under uvicorn with one worker, started
+directly (:func:`server_command`): ``mlflow server`` would first import MLflow and
+open the store in a launcher process only to exec that same uvicorn command (about
+half of a 6-second start, and a second more to stop), and a sweep or a study starts
+one server per run of its driver.
+
 The server runs in its own process group with job execution switched off
 (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``; otherwise it starts about ten
 workers that ignore SIGTERM). The whole group is stopped on exit, on error, on
@@ -50,15 +56,23 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def server_command(store_uri: str, port: int, host: str = HOST) -> list[str]:
-    """The ``mlflow server`` command line for a local sqlite store (one worker)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    return [
-        str(mlflow) if mlflow.exists() else "mlflow", "server",
-        "--backend-store-uri", store_uri,
-        "--default-artifact-root", artifact_root_for(store_uri),
-        "--host", host, "--port", str(port), "--workers", "1",
-    ]
+# What ``mlflow server`` hands its uvicorn worker (mlflow.server.constants and _MLFLOW_SGI_NAME in
+# mlflow.environment_variables, MLflow 3.17; tests/test_tune.py checks the names against MLflow's own).
+SERVER_ENVIRONMENT = {"backend": "_MLFLOW_SERVER_FILE_STORE", "registry": "_MLFLOW_SERVER_REGISTRY_STORE",
+                      "artifact_root": "_MLFLOW_SERVER_ARTIFACT_ROOT", "server": "_MLFLOW_SGI_NAME"}
+
+
+def server_command(store_uri: str, port: int, host: str = HOST) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) of ``mlflow server --backend-store-uri STORE --default-artifact-root
+    <STORE's folder>/artifacts --workers 1`` for a local sqlite store, as the uvicorn process that command execs."""
+    environment = {
+        SERVER_ENVIRONMENT["backend"]: store_uri, SERVER_ENVIRONMENT["registry"]: store_uri,
+        SERVER_ENVIRONMENT["artifact_root"]: artifact_root_for(store_uri), SERVER_ENVIRONMENT["server"]: "uvicorn",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", "1", "--log-level", "warning",
+               "mlflow.server.fastapi_app:app"]
+    return command, environment
 
 
 def _die_with_parent() -> None:
@@ -122,11 +136,10 @@ def tracking_server(tracking_uri: str, port: Optional[int] = None, host: str = H
     ready_store(tracking_uri, artifact_root_for(tracking_uri))  # created and migrated under the store's lock, not by the server
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command, environment = server_command(tracking_uri, port, host)
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
-        server_command(tracking_uri, port, host), env=env, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        command, env=os.environ | environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     try:
         with _sigterm_as_exit():
