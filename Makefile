@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(RAY_TOKEN)
 	$(VENV)/bin/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
-# The end-to-end tests marked `slow`: study smokes, whole sweeps, interrupts (about half an hour on 2 cores).
+# The end-to-end tests marked `slow`: study smokes, whole sweeps, interrupts (20 to 30 minutes on 2 cores).
 test-slow: $(STAMP)
 	$(RAY_TOKEN)
 	$(VENV)/bin/pytest -m "slow and not cluster" $(PYTEST_ARGS)

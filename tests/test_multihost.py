@@ -115,7 +115,9 @@ def test_teardown_after_an_error_leaves_nothing():
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_teardown_after_ctrl_c_or_sigterm_leaves_nothing(sig):
-    process = subprocess.Popen([sys.executable, "-m", "cluster.testbed", "hold", "--hosts", "2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    # started as a shell starts a background job (`cmd &`): SIGINT ignored, which the bed must not inherit
+    process = subprocess.Popen([sys.executable, "-m", "cluster.testbed", "hold", "--hosts", "2"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     ready = json.loads(process.stdout.readline())  # {"bed": id, "root": folder, "pids": [...]} once the hosts are up
     assert Path(ready["root"]).exists() and all(Path(f"/proc/{pid}").exists() for pid in ready["pids"])
     process.send_signal(sig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -16,6 +17,8 @@ from cluster.testbed.bed import TestBed, reap_stale
 
 
 def hold(hosts: int) -> int:
+    # A shell starts a background job with SIGINT ignored, and Python then leaves it ignored; Ctrl-C must still tear down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with TestBed(hosts) as bed:
         pids = [pid for host in bed.hosts for pid in host.pids()]
         print(json.dumps({"bed": bed.bed_id, "root": str(bed.root), "pids": pids, "addresses": [h.address for h in bed.hosts]}), flush=True)
