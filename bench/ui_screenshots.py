@@ -57,6 +57,7 @@ CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 STEADY_POLLS, STEADY_MS = 3, 250  # a page is steady when what a check reads is the same in 3 polls 250 ms apart
 STEADY_TIMEOUT_S = 20  # then a check reads the page as it is and names what is missing
 GENAI_ENTRIES = ("Judges", "Sessions")  # sidebar entries only GenAI mode has
+MODE_ENTRIES = ("Model registry", "Prompts")  # outside an experiment, the sidebar's entry of model training, of GenAI: it has drawn its mode
 
 
 def leading_labels(space: Space) -> set[str]:
@@ -220,7 +221,7 @@ def check_compare_page(ui: Page, experiment_id: str, trials: list[Any]) -> dict[
     runs = json.dumps([run.info.run_id for run in trials])
     page = ui.open(f"compare-runs?runs={runs}&experiments={json.dumps([experiment_id])}", ready="text=Parallel Coordinates Plot")
     selected = ".du-bois-light-select-selection-item, [class*=select-selection-item]"
-    settle(page, f"() => Array.from(document.querySelectorAll({json.dumps(selected)})).map(e => e.innerText)")
+    settle(page, f"() => Array.from(document.querySelectorAll({json.dumps(selected)})).map(e => e.innerText)", lambda chosen: SCORE in chosen)
     ui.shoot("compare.png")
     chosen = page.locator(selected).all_inner_texts()
     problems = [] if SCORE in chosen else [f"the compare page's parallel-coordinates plot starts with {chosen}, not {SCORE}"]
@@ -229,7 +230,7 @@ def check_compare_page(ui: Page, experiment_id: str, trials: list[Any]) -> dict[
 
 def check_landing(ui: Page, experiment: str) -> dict[str, Any]:
     page = ui.open("experiments?workflowType=machine_learning", ready=f"text={experiment}")
-    settle(page, SIDEBAR)
+    settle(page, SIDEBAR, lambda text: any(entry in text for entry in MODE_ENTRIES))
     ui.shoot("landing.png")
     problems = [] if sidebar_mode(page) == "model training" else ["`make ui`'s link opened in GenAI mode"]
     return {"problems": problems, "mode": sidebar_mode(page), "url": page.url}

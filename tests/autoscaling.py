@@ -37,6 +37,8 @@ import psutil
 import yaml
 from ray.cluster_utils import AutoscalingCluster
 
+from galaxy_da.sweep.ray_start import retry_ray_startup
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -66,17 +68,12 @@ class LocalAutoscalingCluster(AutoscalingCluster):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, _system_config=None, override_env: Optional[dict] = None, attempts: int = 3) -> None:
-        """Start the head; on a loaded machine its raylet can miss Ray's fixed 30 s start-up wait, so retry."""
-        for attempt in range(attempts):
-            if self._start_head(override_env):
-                return
-            log = (self.temp / "head.log").read_text()[-3000:]
-            self.shutdown()
-            if attempt == attempts - 1 or "timed out during startup" not in log:
-                raise RuntimeError(f"the Ray head did not start: {log}")
+    def start(self, _system_config=None, override_env: Optional[dict] = None) -> None:
+        """Start the head; on a loaded machine its raylet can miss Ray's fixed 30 s start-up wait, so retry (:func:`retry_ray_startup`)."""
+        retry_ray_startup(lambda: self._start_head(override_env))
 
-    def _start_head(self, override_env: Optional[dict]) -> bool:
+    def _start_head(self, override_env: Optional[dict]) -> None:
+        """Start the head and wait for its runtime; a head that exits or takes over 180 s is shut down and raised with its log's tail."""
         self.temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's unix sockets live here
         self.config_path = self.temp / "autoscaler.yaml"
         self.config_path.write_text(yaml.safe_dump(self._config))
@@ -99,9 +96,10 @@ class LocalAutoscalingCluster(AutoscalingCluster):
         deadline = time.monotonic() + 180
         while "Ray runtime started" not in (self.temp / "head.log").read_text():
             if self.head.poll() is not None or time.monotonic() > deadline:
-                return False
+                log = (self.temp / "head.log").read_text()[-3000:]
+                self.shutdown()
+                raise RuntimeError(f"the Ray head did not start: {log}")
             time.sleep(0.5)
-        return True
 
     def shutdown(self) -> None:
         """End the head and everything under it (worker nodes are children of its autoscaler).

@@ -10,6 +10,7 @@ from galaxy_da.config import ConfigError, load_config
 from galaxy_da.sweep.capacity import addable_gpus, fit_concurrency
 from galaxy_da.sweep.gpus import configured_node_types
 from galaxy_da.sweep.settings import SweepSettings
+from galaxy_da.sweep.ray_start import init_local_ray
 from galaxy_da.sweep.tuner import prepare_base
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def three_gpus():
     """A local Ray instance with 3 logical GPUs and no autoscaler."""
     import ray
 
-    ray.init(address="local", num_cpus=1, num_gpus=3, include_dashboard=False)
+    init_local_ray(num_cpus=1, num_gpus=3, include_dashboard=False)
     yield
     ray.shutdown()
 

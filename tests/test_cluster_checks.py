@@ -93,6 +93,8 @@ def test_the_restorable_condition_needs_a_checkpoint_in_tunes_saved_state(tmp_pa
     from ray import tune
     from ray.tune.result import DONE, SHOULD_CHECKPOINT
 
+    from galaxy_da.sweep.ray_start import init_local_ray
+
     class Steps(tune.Trainable):
         def step(self):
             return {"score": self.iteration, SHOULD_CHECKPOINT: self.config["checkpoint"], DONE: self.iteration >= 1}
@@ -104,7 +106,7 @@ def test_the_restorable_condition_needs_a_checkpoint_in_tunes_saved_state(tmp_pa
             pass
 
     assert probe.restorable_trials(str(tmp_path / "never-started")) == set()
-    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    init_local_ray(num_cpus=1, include_dashboard=False)
     try:
         results = tune.Tuner(
             Steps, param_space={"checkpoint": tune.grid_search([True, False])},
@@ -156,6 +158,8 @@ def test_a_trial_steps_on_only_after_tune_registered_its_last_checkpoint(tmp_pat
     from ray import tune
     from ray.tune.result import DONE
 
+    from galaxy_da.sweep.ray_start import init_local_ray
+
     class Registered(tune.Callback):
         def on_trial_save(self, iteration, trials, trial, **info):  # after the save is processed: trial.checkpoint set
             Path(tmp_path, Path(trial.checkpoint.path).name).touch()
@@ -171,7 +175,7 @@ def test_a_trial_steps_on_only_after_tune_registered_its_last_checkpoint(tmp_pat
         def load_checkpoint(self, checkpoint_dir):
             pass
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    init_local_ray(num_cpus=1, include_dashboard=False)
     try:
         results = tune.Tuner(Steps, run_config=tune.RunConfig(
             name="steps", storage_path=str(tmp_path / "results"), verbose=0, callbacks=[Registered()],

@@ -35,8 +35,11 @@ def test_a_trials_queues_live_on_the_trials_node_even_when_that_node_is_full():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})  # an idle head, where Ray would spill the queues
-    cluster.add_node(num_cpus=1, resources={"trial_node": 1})
+    from galaxy_da.sweep.ray_start import retry_ray_startup
+
+    # an idle head, where Ray would spill the queues; each node starts again if its raylet misses Ray's start-up window
+    cluster = retry_ray_startup(lambda: Cluster(initialize_head=True, head_node_args={"num_cpus": 2}))
+    retry_ray_startup(lambda: cluster.add_node(num_cpus=1, resources={"trial_node": 1}))
     ray.init(address=cluster.address)
     try:
         @ray.remote(num_cpus=1, resources={"trial_node": 1})  # the trial takes its node's only CPU

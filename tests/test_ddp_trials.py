@@ -55,13 +55,14 @@ def test_a_two_worker_trial_stopped_and_resumed_from_its_checkpoint_ends_where_o
     import ray
 
     from galaxy_da.sweep.ddp import DistributedTrainer
+    from galaxy_da.sweep.ray_start import init_local_ray
     from galaxy_da.train import train
 
     cfg = config(toy_dataset, **{"optim.epochs": 4, "optim.warmup_epochs": 1, "selection.eval_every": 2})  # scored: epochs 2 and 3
     folder = tmp_path / "trial"
     folder.mkdir()
     options = dict(checkpoint_dir=folder, use_gpu=False, cpus_per_worker=1, storage_path=str(tmp_path / "train"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    init_local_ray(num_cpus=2, include_dashboard=False)
     try:
         first = DistributedTrainer(cfg, resume=False, name="first", **options)
         records = first.epochs()

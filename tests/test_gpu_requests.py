@@ -39,13 +39,14 @@ def test_a_flag_overrides_the_cluster_and_a_missing_config_file_is_named():
 def gpu_cluster():
     """A head with 1 CPU and no GPU; GPU workers (4 CPUs, 1 GPU) start at zero, at most 2.
 
-    An idle GPU worker stays up 2 minutes, not ``tests/autoscaling.py``'s 12 s: ``ray.nodes()`` lists a
-    gone node with no resources, and on a loaded machine more than 12 s can pass between a sweep's end
-    and :func:`gpu_nodes`, which would then not count the removed worker as a GPU node.
+    An idle GPU worker stays up 30 minutes, not ``tests/autoscaling.py``'s 12 s, so no test sees one go: ``ray.nodes()``
+    lists a gone node with no resources, and on a loaded machine more than 12 s can pass between a sweep's end
+    and :func:`gpu_nodes`, which would then not count the removed worker as a GPU node; nor may the first test's
+    worker go while the next test places its trials on it. The fixture's teardown ends the workers.
     """
     from tests.autoscaling import LocalAutoscalingCluster
 
-    cluster = LocalAutoscalingCluster(head_resources={"CPU": 1}, worker_node_types={"gpu_worker": GPU_WORKER}, idle_timeout_minutes=2)
+    cluster = LocalAutoscalingCluster(head_resources={"CPU": 1}, worker_node_types={"gpu_worker": GPU_WORKER}, idle_timeout_minutes=30)
     cluster.start()
     yield cluster
     cluster.shutdown()

@@ -92,10 +92,14 @@ def test_hosts_have_their_own_network_processes_storage_and_name():
         with socket.create_server((outside_address(), 0)) as outside:  # listening on the machine's real address
             port = outside.getsockname()[1]
             assert h1.run(["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{outside_address()}/{port}"], check=False).returncode != 0  # no way out
-        # a host's 127.0.0.1 is its own
-        h0.popen([str(ROOT / ".venv/bin/python"), "-m", "http.server", "--bind", "127.0.0.1", "8765"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.5)
-        assert h1.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8765"], check=False).returncode != 0
+        # a host's 127.0.0.1 is its own: h0 reaches its server there, h1 does not
+        connect = ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8765"]
+        server = h0.popen([str(ROOT / ".venv/bin/python"), "-m", "http.server", "--bind", "127.0.0.1", "8765"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while h0.run(connect, check=False).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "h0's http.server is not listening on its 127.0.0.1:8765"
+            time.sleep(0.2)
+        assert h1.run(connect, check=False).returncode != 0
     assert bed.leftovers() == []
 
 

@@ -125,7 +125,9 @@ def ray_nodes():
     """``ray.nodes()`` of a real one-node local Ray (fake resources)."""
     import ray
 
-    ray.init(num_cpus=1, resources={"reach_test": 1}, include_dashboard=False, log_to_driver=False)
+    from galaxy_da.sweep.ray_start import init_local_ray
+
+    init_local_ray(num_cpus=1, resources={"reach_test": 1}, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.nodes()
     finally:

@@ -112,6 +112,7 @@ def test_a_trials_environment_holds_the_trial_user_and_no_admin_password(monkeyp
 
     from galaxy_da.config import load_config
     from galaxy_da.sweep.trainable import SweepTrial
+    from galaxy_da.sweep.ray_start import init_local_ray
     from galaxy_da.sweep.tuner import prepare_base
 
     admin_password = secrets.token_hex(16)
@@ -119,7 +120,7 @@ def test_a_trials_environment_holds_the_trial_user_and_no_admin_password(monkeyp
     monkeypatch.setenv(PASSWORD, admin_password)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://unused")
     credentials = {USERNAME: "galaxy-da-trials-1-topk", PASSWORD: secrets.token_hex(16)}
-    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    init_local_ray(num_cpus=1, include_dashboard=False)
     try:
         trainable = tune.with_parameters(
             SweepTrial, base=prepare_base(load_config(None, {})), space={"optim.lr": {"loguniform": [1e-4, 1e-2]}},

@@ -94,6 +94,51 @@ def test_a_sweep_joins_a_running_cluster_only_when_asked(monkeypatch):
     assert sweep_tune.resolve_address(None) == "ray://head:10001"
 
 
+# What Ray 2.60 raises, type and words (ray/_private/node.py), when a new node's raylet misses its 30 s to register.
+RAYLET_MISSED_STARTUP = ("The current node timed out during startup. This could happen because some of the raylet failed to "
+                         "startup or the GCS has become overloaded.")
+
+
+def ray_starts(monkeypatch, failures: list[Exception]) -> list[str]:
+    """Replace ``ray.init`` (failing with ``failures``, in turn, then starting) and ``ray.shutdown``; the calls, in order."""
+    import ray
+
+    calls = []
+
+    def init(**options):
+        calls.append("init")
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    return calls
+
+
+def test_a_local_ray_whose_raylet_missed_its_start_up_window_is_shut_down_and_started_again(monkeypatch):
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import start_ray
+
+    calls = ray_starts(monkeypatch, [Exception(RAYLET_MISSED_STARTUP)])
+    assert start_ray(SweepSettings(name="retry", space={}, address="local")) is False
+    assert calls == ["init", "shutdown", "init"]
+
+
+def test_other_start_up_errors_are_not_retried_and_a_third_missed_window_is_raised(monkeypatch):
+    from galaxy_da.sweep.settings import SweepSettings
+    from galaxy_da.sweep.tuner import start_ray
+
+    settings = SweepSettings(name="retry", space={}, address="local")
+    calls = ray_starts(monkeypatch, [ValueError("num_cpus must be >= 0")])
+    with pytest.raises(ValueError, match="num_cpus"):
+        start_ray(settings)
+    assert calls == ["init"]
+    calls = ray_starts(monkeypatch, [Exception(RAYLET_MISSED_STARTUP) for _ in range(3)])
+    with pytest.raises(Exception, match="timed out during startup"):
+        start_ray(settings)
+    assert calls == ["init", "shutdown", "init", "shutdown", "init"]
+
+
 # --------------------------------------------------------------------------- MLflow server
 
 

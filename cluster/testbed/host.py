@@ -75,18 +75,20 @@ class Host:
 
     # ------------------------------------------------------------------ life
     def start(self, spec: dict, timeout_s: float = 30.0) -> None:
-        """Start PID 1 (mounts, sshd) and wait until sshd listens on the cluster address."""
+        """Start PID 1 (mounts, sshd) and wait until sshd listens on the cluster address, as this start's log says
+        (a restarted host appends to the log its earlier starts wrote)."""
         spec_path = self.root / "init.json"
         spec_path.write_text(json.dumps(spec))
+        earlier = len(self.log())
         log = open(self.root / "init.log", "ab")
         command = ["ip", "netns", "exec", self.netns, "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child",
                    sys.executable, str(HOSTINIT), str(spec_path)]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, env=BASE_ENV)
         log.close()
         deadline = time.monotonic() + timeout_s
-        while f"Server listening on {self.address} port 22" not in self.log():
+        while f"Server listening on {self.address} port 22" not in self.log()[earlier:]:
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"host {self.hostname} did not come up (exit {self.process.poll()}):\n{self.log()[-2000:]}")
+                raise RuntimeError(f"host {self.hostname} did not come up (exit {self.process.poll()}):\n{self.log()[earlier:][-2000:]}")
             time.sleep(0.1)
 
     def log(self) -> str:

@@ -52,6 +52,7 @@ from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
 from galaxy_da.sweep.ended import RecordEndings, ended_trials
 from galaxy_da.sweep.gpus import decide_use_gpu
 from galaxy_da.sweep.hosts import cluster_hosts
+from galaxy_da.sweep.ray_start import init_local_ray
 from galaxy_da.sweep.reach import check_reach
 from galaxy_da.sweep.settings import SweepResult, SweepSettings, resources_for
 from galaxy_da.sweep.state import (
@@ -107,15 +108,20 @@ def resolve_address(address: Optional[str]) -> str:
 
 
 def start_ray(settings: SweepSettings) -> bool:
-    """Start or join Ray; whether it joined a running cluster (not a fresh local instance)."""
+    """Start or join Ray; whether it joined a running cluster (not a fresh local instance, whose start is retried
+    when its raylet misses Ray's start-up window: :func:`init_local_ray`)."""
     address = resolve_address(settings.address)
     local = address == "local"
     # Ray's default token auth announces itself on every local start: not news, and not a trial event
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(
-        address=address, num_cpus=settings.num_cpus if local else None, include_dashboard=False, ignore_reinit_error=True,
+    options = dict(
+        include_dashboard=False, ignore_reinit_error=True,
         log_to_driver=False, logging_level=logging.WARNING,  # the console shows TrialProgress lines, not worker logs
     )
+    if local:
+        init_local_ray(num_cpus=settings.num_cpus, **options)
+    else:
+        ray.init(address=address, **options)
     return not local
 
 
