@@ -206,10 +206,8 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
         time.sleep(0.5)
     os.kill(driver.pid, signal.SIGKILL)  # no clean-up of any kind in the driver
     driver.wait(timeout=60)
-    deadline = time.monotonic() + 120
-    while left := session_processes(driver.pid):  # Ray's processes notice their driver is gone, and end
-        assert time.monotonic() < deadline, f"Ray's processes outlived their killed driver by 120 s: {left}"
-        time.sleep(0.2)
+    killed_at = time.monotonic()
+    wait_until_gone(driver.pid, killed_at, but=RAY_AGENTS)  # the trials, the raylet, the GCS: what a resume competes with
 
     resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
@@ -217,3 +215,16 @@ def test_after_a_hard_killed_driver_and_resume_no_trial_is_failed_or_running(toy
     assert summary["complete"] and summary["trials"] == 3
     after = statuses(db)
     assert len(after) == 3 and set(after.values()) == {"FINISHED"}, after
+    wait_until_gone(driver.pid, killed_at)
+
+
+# Ray's two node agents outlive a killed raylet by about 60 s: before exiting they report its death to the GCS, which
+# died with it, and that report waits out a fixed 60 s time-out (ray/_private/process_watcher.py, publish_error_to_driver).
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def wait_until_gone(session: int, killed_at: float, but: tuple[str, ...] = (), within_s: float = 120) -> None:
+    """Wait until no process of ``session`` (but those named in ``but``) is alive; fail ``within_s`` after ``killed_at``."""
+    while left := [process for process in session_processes(session) if process.split(" ", 1)[1] not in but]:
+        assert time.monotonic() < killed_at + within_s, f"Ray's processes outlived their killed driver by {within_s:.0f} s: {left}"
+        time.sleep(0.2)
