@@ -173,12 +173,7 @@ def close_orphaned_runs(client, grid, parent_run_id: str, ended: set[str]) -> li
     trial Tune never recorded (the searcher suggests it again under a new id):
     that run is deleted (:func:`delete_forgotten_runs`).
     """
-    from galaxy_da.checkpoint import LAST, load_checkpoint
     from galaxy_da.sweep.trainable import RUN_ID_FILE
-    from galaxy_da.tracking import RunTracker
-    from galaxy_da.train import TrainResult
-    from galaxy_da.trial import close_finished_run
-
     from galaxy_da.sweep.tuner import trial_id_of_path
 
     closed = []
@@ -186,18 +181,27 @@ def close_orphaned_runs(client, grid, parent_run_id: str, ended: set[str]) -> li
         if result.error is not None or result.checkpoint is None or trial_id_of_path(result.path) not in ended:
             continue  # an interrupted trial's run stays KILLED: --resume re-opens it
         with result.checkpoint.as_directory() as folder:
-            folder = Path(folder)
-            run_id = json.loads((folder / RUN_ID_FILE).read_text())["run_id"]
-            if client.get_run(run_id).info.status not in ("RUNNING", "KILLED"):
-                continue
-            state = load_checkpoint(folder / LAST)
-            epochs_done, epochs = state["epoch"] + 1, state["config"]["optim"]["epochs"]
-            best = state["best"]
-            outcome = TrainResult(state["history"], best["epoch"], best["score"], folder, manifest_hash=state["data_manifest_hash"])
-            stop_tags = {"stopped_by": "scheduler", "stopped_after_epochs": str(epochs_done)} if epochs_done < epochs and not state.get("stopped_early") else {}
-            close_finished_run(RunTracker(TrialConfig(), tracking_uri=client.tracking_uri, run_id=run_id), outcome, state["data_path"], {"closed_by": "driver", **stop_tags})
-            closed.append(run_id)
+            run_id = json.loads((Path(folder) / RUN_ID_FILE).read_text())["run_id"]
+            if client.get_run(run_id).info.status in ("RUNNING", "KILLED"):
+                close_from_checkpoint(client, run_id, Path(folder))
+                closed.append(run_id)
     return closed + delete_forgotten_runs(client, grid, parent_run_id) + delete_retired_runs(client, parent_run_id)
+
+
+def close_from_checkpoint(client, run_id: str, folder: Path) -> None:
+    """Close run ``run_id`` as its trial would have, from the trial's checkpoint in ``folder``, tagged ``closed_by=driver``
+    (and ``stopped_by=scheduler`` when it ended before its last epoch). Imports torch: only a run left open needs it."""
+    from galaxy_da.checkpoint import LAST, load_checkpoint
+    from galaxy_da.tracking import RunTracker
+    from galaxy_da.train import TrainResult
+    from galaxy_da.trial import close_finished_run
+
+    state = load_checkpoint(folder / LAST)
+    epochs_done, epochs = state["epoch"] + 1, state["config"]["optim"]["epochs"]
+    best = state["best"]
+    outcome = TrainResult(state["history"], best["epoch"], best["score"], folder, manifest_hash=state["data_manifest_hash"])
+    stop_tags = {"stopped_by": "scheduler", "stopped_after_epochs": str(epochs_done)} if epochs_done < epochs and not state.get("stopped_early") else {}
+    close_finished_run(RunTracker(TrialConfig(), tracking_uri=client.tracking_uri, run_id=run_id), outcome, state["data_path"], {"closed_by": "driver", **stop_tags})
 
 
 def delete_forgotten_runs(client, grid, parent_run_id: str) -> list[str]:

@@ -41,7 +41,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from galaxy_da.sqlite_store import ready_store
 from galaxy_da.tracking import artifact_root_for
@@ -127,9 +127,12 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tracking_server(tracking_uri: str, port: Optional[int] = None, host: str = HOST, timeout: float = 90.0, log_path: Optional[Path] = None) -> Iterator[str]:
-    """Yield an HTTP tracking URI that serves ``tracking_uri``, starting a server if it is sqlite."""
+def tracking_server(tracking_uri: str, port: Optional[int] = None, host: str = HOST, timeout: float = 90.0, log_path: Optional[Path] = None,
+                    meanwhile: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """Yield an HTTP tracking URI that serves ``tracking_uri``, starting a server if it is sqlite; ``meanwhile()`` runs
+    while the server starts (launched, not yet answering), and an error in it stops the server."""
     if not tracking_uri.startswith("sqlite:///"):
+        meanwhile()
         yield tracking_uri
         return
     Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,7 @@ def tracking_server(tracking_uri: str, port: Optional[int] = None, host: str = H
         command, env=os.environ | environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     try:
+        meanwhile()  # before SIGTERM becomes SystemExit here: Ray's driver sets its own handler, which this one then restores
         with _sigterm_as_exit():
             wait_healthy(url, process, timeout)
             yield url

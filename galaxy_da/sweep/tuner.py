@@ -170,6 +170,15 @@ def trial_id_of_path(path: str) -> str:
     return Path(path).name.removeprefix("trial_")
 
 
+NO_DEFAULT_LOGGERS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}  # Tune's loggers are :func:`result_loggers`
+
+
+def result_loggers() -> list[tune.Callback]:
+    """Tune's result files: JSON and CSV, which its ExperimentAnalysis reads. Not TensorBoard's, which Tune adds by
+    default: trials log to MLflow, and that logger imports torch into the driver (1.5 s a sweep) and keeps a writer per trial."""
+    return [tune.logger.JsonLoggerCallback(), tune.logger.CSVLoggerCallback()]
+
+
 def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, tracking_uri: str, resume: bool, has_gpu: bool,
                 credentials: dict[str, str]) -> tune.Tuner:
     """``credentials``: the MLflow user the trials log as (:mod:`galaxy_da.sweep.trial_user`)."""
@@ -201,7 +210,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
             # a population keeps every checkpoint: members copy each other's, and the lineage plot reads them
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if settings.scheduler in POPULATION_SCHEDULERS else 2, checkpoint_frequency=1),
             callbacks=[TrialProgress(settings.space, metric, cfg.optim.epochs, expected_trials(settings), settings.experiment_path, base),
-                       RecordEndings(settings.experiment_path)],
+                       RecordEndings(settings.experiment_path), *result_loggers()],
             verbose=0,  # no trial tables: TrialProgress prints one line per trial event
         ),
     )
@@ -247,7 +256,7 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     store_uri = settings.tracking_uri or cfg.tracking.tracking_uri or default_tracking_uri()
     if resume and state.get("complete"):
         return _already_complete(settings, state, store_uri)
-    with _environment(**QUIET_ENV):
+    with _environment(**QUIET_ENV, **NO_DEFAULT_LOGGERS):
         return _run(cfg, settings, resume, base, store_uri)
 
 
@@ -265,33 +274,54 @@ def _already_complete(settings: SweepSettings, state: dict[str, Any], store_uri:
     return SweepResult(state["parent_run_id"], settings.experiment_path, True, rows, store_uri)
 
 
-def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
-    """Start or join Ray, check that every host reaches the store, data and storage, and run the tuner under the sweep's tracking server."""
-    from mlflow.tracking import MlflowClient
+@contextlib.contextmanager
+def sweep_services(settings: SweepSettings, base: dict[str, Any], store_uri: str) -> Iterator[tuple[SweepSettings, tuple[bool, str], str]]:
+    """Ray started or joined, the checks passed and the tracking server up, for the body of the ``with``; Ray shut down after.
 
-    joined = start_ray(settings)
-    try:
+    Yields ``(settings, (use GPUs, why), tracking URI)``, with ``max_concurrent`` fitted to W-GPU trials. The checks:
+    every host reaches the store, data and storage (:func:`~galaxy_da.sweep.reach.check_reach`), and one W-GPU trial
+    fits (:func:`~galaxy_da.sweep.capacity.fit_concurrency`). A fresh local Ray without an autoscaler config is one
+    host, which the reach checks never refuse, so there the server starts while Ray does (seconds off every sweep on a
+    laptop); elsewhere it starts only once the checks have passed, and a refused sweep leaves no store behind.
+    """
+    checked: dict[str, Any] = {}
+
+    def start_and_check() -> None:
+        joined = start_ray(settings)
         check_reach(store_uri, base["data"]["path"], settings.storage_uri, cluster_hosts(settings.autoscaler_config, joined))
-        has_gpu, why = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
-        settings = fit_concurrency(base, settings, has_gpu)  # W-GPU trials: at most floor(GPUs / W) at once
-        with tracking_server(store_uri) as tracking_uri, _environment(MLFLOW_TRACKING_URI=tracking_uri):
-            client = MlflowClient(tracking_uri)
-            parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
-            try:
-                client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
-                credentials = trial_credentials(tracking_uri, client.get_run(parent_run_id).info.experiment_id, settings.name)
-                grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu, credentials).fit()
-                ended = set(ended_trials(settings.experiment_path))
-                close_orphaned_runs(client, grid, parent_run_id, ended)
-                complete = _complete(grid, ended, settings)
-                rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
-                if complete:
-                    mark_complete(settings)
-                else:
-                    client.set_terminated(parent_run_id, "KILLED")
-            except BaseException:
-                client.set_terminated(parent_run_id, "KILLED")
-                raise
+        checked["gpu"] = decide_use_gpu(settings.use_gpu, settings.autoscaler_config)
+        checked["settings"] = fit_concurrency(base, settings, checked["gpu"][0])  # W-GPU trials: at most floor(GPUs / W) at once
+
+    one_host = resolve_address(settings.address) == "local" and not settings.autoscaler_config
+    try:
+        if not one_host:
+            start_and_check()
+        with tracking_server(store_uri, meanwhile=start_and_check if one_host else lambda: None) as tracking_uri:
+            yield checked["settings"], checked["gpu"], tracking_uri
     finally:
         ray.shutdown()
+
+
+def _run(cfg: TrialConfig, settings: SweepSettings, resume: bool, base: dict[str, Any], store_uri: str) -> SweepResult:
+    """Run the tuner with Ray, the checks and the sweep's tracking server in place (:func:`sweep_services`)."""
+    from mlflow.tracking import MlflowClient
+
+    with sweep_services(settings, base, store_uri) as (settings, (has_gpu, why), tracking_uri), _environment(MLFLOW_TRACKING_URI=tracking_uri):
+        client = MlflowClient(tracking_uri)
+        parent_run_id = open_parent_run(client, cfg, settings, store_uri, resume, base_hash(base))
+        try:
+            client.set_tag(parent_run_id, "use_gpu", f"{has_gpu} ({why})")
+            credentials = trial_credentials(tracking_uri, client.get_run(parent_run_id).info.experiment_id, settings.name)
+            grid = build_tuner(cfg, settings, parent_run_id, tracking_uri, resume, has_gpu, credentials).fit()
+            ended = set(ended_trials(settings.experiment_path))
+            close_orphaned_runs(client, grid, parent_run_id, ended)
+            complete = _complete(grid, ended, settings)
+            rows = finish_parent_run(client, parent_run_id, cfg, settings) if complete else []
+            if complete:
+                mark_complete(settings)
+            else:
+                client.set_terminated(parent_run_id, "KILLED")
+        except BaseException:
+            client.set_terminated(parent_run_id, "KILLED")
+            raise
     return SweepResult(parent_run_id, settings.experiment_path, complete, rows, store_uri)
