@@ -170,6 +170,38 @@ def test_the_server_gets_its_store_through_the_environment_variables_mlflow_serv
                                   "artifact_root": constants.ARTIFACT_ROOT_ENV_VAR, "server": _MLFLOW_SGI_NAME.name}
 
 
+def servers() -> list:
+    """This process's tracking-server children (uvicorn)."""
+    import psutil
+
+    return [child for child in psutil.Process().children(recursive=True) if "uvicorn" in " ".join(child.cmdline())]
+
+
+def test_what_runs_meanwhile_finds_the_store_ready_and_the_server_launched_and_its_error_stops_the_server(tmp_path):
+    import psutil
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen = {}
+
+    def meanwhile():  # where a sweep on one host starts Ray
+        seen.update(store_ready=(tmp_path / "mlflow.db").is_file(), servers=servers())
+
+    with tracking_server(store, meanwhile=meanwhile):
+        pass
+    assert seen["store_ready"] and len(seen["servers"]) == 1
+
+    def fails():
+        seen["servers"] = servers()
+        raise RuntimeError("Ray did not start")
+
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        with tracking_server(store, meanwhile=fails):
+            pytest.fail("the body ran after an error in meanwhile")
+    assert len(seen["servers"]) == 1
+    _, alive = psutil.wait_procs(seen["servers"], timeout=10)
+    assert not alive, "the server outlived the error"
+
+
 def test_a_non_sqlite_uri_is_used_as_is():
     with tracking_server("http://tracking.example:5000") as url:
         assert url == "http://tracking.example:5000"
