@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import socket
@@ -171,10 +172,15 @@ def test_the_server_gets_its_store_through_the_environment_variables_mlflow_serv
 
 
 def servers() -> list:
-    """This process's tracking-server children (uvicorn)."""
+    """This process's tracking-server children (uvicorn); a child that exits while they are listed is not one."""
     import psutil
 
-    return [child for child in psutil.Process().children(recursive=True) if "uvicorn" in " ".join(child.cmdline())]
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "uvicorn" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
 
 
 def test_what_runs_meanwhile_finds_the_store_ready_and_the_server_launched_and_its_error_stops_the_server(tmp_path):
