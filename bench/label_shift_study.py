@@ -58,7 +58,7 @@ from label_shift_tables import (SURVEY_TITLES, aware, best_estimator, calibratio
                                 no_worse_goal, plot, prior_errors, prior_goal, prior_table, table)
 from oracle import write_target_as_source  # noqa: E402
 from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, invocation_timings, outputs, parent_run, smoke_dataset,  # noqa: E402
-                   smoke_overrides, timing_text, write_section)
+                   smoke_overrides, study_command, timing_text, write_section)
 
 PROTOCOL = 1
 NAME = "label_shift"
@@ -175,7 +175,7 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: dict[
     figure = plot(results, TARGETS, marginal_of, weighted_errors, class_names, out.plot())
     all_methods = [method_name(t, row) for t in TARGETS for row in order[t]]
     wall = time.perf_counter() - started
-    command = f"python bench/{Path(__file__).name} " + " ".join(sys.argv[1:])
+    command = study_command(__file__, sys.argv[1:])
     parent.log_text("\n\n".join(tables.values()) + "\n\n" + commands(results, all_methods), "leaderboard.md")
     parent.log_artifact(figure, "plots")
     parent.log_metrics({"wall_seconds": wall})
@@ -199,7 +199,7 @@ def section(payload: dict[str, Any], json_name: str, plot_name: str) -> str:
     """The study's BENCHMARKS.md section from its JSON payload: provenance, goals, then per target its table, priors and calibration."""
     results, class_names = payload["results"], payload["class_names"]
     parts = [f"`{payload['command']}` ({'smoke, ' if payload['smoke'] else ''}{len(results)} runs, {payload['job_seconds'] / 60:.1f} job-minutes; "
-             f"{timing_text(payload['timings'])}; JSON `{json_name}`, plot `{plot_name}`)",
+             f"{timing_text(payload['timings'], payload['command'])}; JSON `{json_name}`, plot `{plot_name}`)",
              f"Best estimator by the mean label-free selection score of the {payload['marginal']} rows on seeds "
              + " ".join(map(str, payload["seeds"])) + ": "
              + ", ".join(f"{SURVEY_TITLES[t]} {e}" for t, e in payload["best_estimator_by_label_free_score"].items()) + ".",

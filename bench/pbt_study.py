@@ -49,7 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import REPO, make_job, run_all  # noqa: E402
 from paired import cell, paired_difference  # noqa: E402
-from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, write_section  # noqa: E402
+from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, study_command, write_section  # noqa: E402
 
 NAME = "pbt_study"
 F1 = "eval/tgt_test/macro_f1"
@@ -283,7 +283,7 @@ def analyse(arms: dict[str, list[dict[str, Any]]], pbt: str, args: argparse.Name
     baseline = max(hand_set, key=lambda name: np.mean([row["f1"] for row in arms[name]]))  # the stronger hand-set arm
     diffs = [row["f1"] - base["f1"] for row in arms[pbt] for base in arms[baseline] if base["seed"] == row["seed"]]
     payload = {
-        "command": "python bench/pbt_study.py " + " ".join(sys.argv[1:]), "smoke": args.smoke, "wall_seconds": time.perf_counter() - started,
+        "command": study_command(__file__, sys.argv[1:]), "smoke": args.smoke, "wall_seconds": time.perf_counter() - started,
         "load_average": os.getloadavg(), "pbt_arm": pbt, "baseline": baseline, "pbt_minus_baseline_points": 100 * float(np.mean(diffs)),
         "trial_epochs": {name: sum(row["trial_epochs"] for row in rows) for name, rows in arms.items()},
         "arms": arms, "traits": common_traits(arms[pbt]), "table": summary_table(arms, baseline), "plot": shown(out.plot()), **extra,

@@ -45,7 +45,7 @@ from jobs import REPO, make_job, run_all  # noqa: E402
 from oracle import write_target_as_source  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
 from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, invocation_timings, outputs, parent_run, smoke_dataset,  # noqa: E402
-                   smoke_overrides, timing_text, write_section)
+                   smoke_overrides, study_command, timing_text, write_section)
 
 PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
 F1 = "eval/tgt_test/macro_f1"
@@ -190,7 +190,7 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
     majority = majority_baseline(dataset.counts("source", "train"), dataset.evaluation_view().labelled("target", "test").labels, dataset.class_names)
     order = ["source_only", "target_oracle", "dann", *DISTANCE_RECIPES, topk_name, "reference_recipe", *shared_rows]
     wall = time.perf_counter() - started
-    command = "python bench/quality.py " + " ".join(sys.argv[1:])
+    command = study_command(__file__, sys.argv[1:])
     markdown = table(results, majority, order)
     figure = plot_per_seed(results, order, F1, "target test macro-F1 per seed (label-free checkpoint choice)",
                            out.plot(), {"target_oracle": "target_oracle\n(upper bound)"})
@@ -210,7 +210,7 @@ def study(args: argparse.Namespace, out: Outputs, data: Path, oracle_data: Path,
                "results": results, "table_markdown": markdown, "commands": commands(results, order)}
     out.write_json(payload)
     section = (f"`{command}` ({'smoke, ' if args.smoke else ''}{len(results)} runs, {job_seconds / 60:.1f} job-minutes; "
-               f"{timing_text(timings)}; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
+               f"{timing_text(timings, command)}; JSON `{out.json.name}`, plot `{figure.name}`)\n\n"
                f"{markdown}\n\nInput normalisation, the same seeds under both:\n\n{normalisation_table(results, key_methods)}\n\n"
                f"Calibration: source-only {checks['gap_macro_f1_points']:.1f} macro-F1 points below the "
                f"target-oracle (goal ≥ 15: {'met' if checks['gap_ok'] else 'missed'}); in-domain accuracy source-only "

@@ -33,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from study import study_command  # noqa: E402
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = list(pool.map(run_job, jobs))
     table = summarise(rows, args.normalizations, args.threshold)
-    command = "python bench/source_only_modes.py " + " ".join(sys.argv[1:])
+    command = study_command(__file__, sys.argv[1:])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "wall_seconds": time.perf_counter() - started, "table": table, "rows": rows}, indent=1))
     plot(rows, args.normalizations, args.plot)

@@ -11,7 +11,8 @@
 - :class:`Outputs`: where a study's JSON, plots, job log and BENCHMARKS.md go.
 - :func:`invocation_timings`, :func:`timing_text`, :func:`commands`: a job-log
   study's measured wall times across resumed invocations, and one reproducing
-  ``galaxy-da train`` command per row.
+  ``galaxy-da train`` command per row; :func:`study_command`: the study's own
+  command line as BENCHMARKS.md shows it.
 """
 
 from __future__ import annotations
@@ -172,11 +173,29 @@ def invocation_timings(previous_json: Path, protocol: int, this: dict[str, Any])
     return kept + [this]
 
 
-def timing_text(timings: list[dict[str, Any]]) -> str:
-    """``wall time 53.0 min for 85 jobs (load average 2.07 at the end)``, one clause per invocation that ran jobs."""
+def shown_command(command: str) -> str:
+    """``command`` with each absolute path inside the repository written relative to it (as :func:`shown`)."""
+    return " ".join(shown(Path(word)) if word.startswith("/") else word for word in command.split(" "))
+
+
+def study_command(script: str, argv: list[str]) -> str:
+    """``python bench/SCRIPT ARGV...`` as typed, with repository paths relative (:func:`shown_command`)."""
+    return shown_command(" ".join(["python", f"bench/{Path(script).name}", *argv]))
+
+
+def timing_text(timings: list[dict[str, Any]], study_command: str) -> str:
+    """``wall time 53.0 min for 85 jobs (load average 2.07 at its end; ...)``, one clause per invocation that ran jobs.
+
+    An invocation whose command is not ``study_command`` (the one the section is headed by) is named in its clause.
+    """
     ran = [t for t in timings if t["jobs_run"]] or timings[-1:]
-    return "; ".join(f"wall time {t['wall_seconds'] / 60:.1f} min for {t['jobs_run']} jobs run by `{t['command']}` "
-                     f"(load average {t['load_average'][0]:.2f} at its end; their MLflow parent run `{t['parent_run_id']}`)" for t in ran)
+    clauses = []
+    for timing in ran:
+        command = shown_command(timing["command"])
+        by = "" if command == shown_command(study_command) else f" run by `{command}`"
+        clauses.append(f"wall time {timing['wall_seconds'] / 60:.1f} min for {timing['jobs_run']} jobs{by} "
+                       f"(load average {timing['load_average'][0]:.2f} at its end; their MLflow parent run `{timing['parent_run_id']}`)")
+    return "; ".join(clauses)
 
 
 def commands(results: list[dict[str, Any]], order: list[str]) -> str:

@@ -50,7 +50,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from study import SMOKE_OVERRIDES, Outputs, add_common_arguments, outputs, smoke_dataset, write_section  # noqa: E402
+from study import SMOKE_OVERRIDES, Outputs, add_common_arguments, outputs, smoke_dataset, study_command, write_section  # noqa: E402
 
 NAME = "sweep_efficiency"
 ARMS = {"random": ("random", False), "optuna+asha": ("optuna", True)}  # label: (searcher, ASHA pruning)
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.jobs.is_file() and not args.fresh:
         done = {entry["key"]: entry["row"] for entry in map(json.loads, out.jobs.read_text().splitlines()) if entry}
     sweeps = [sweep for seed in args.seeds for sweep in seed_pair(seed, cfg, args, done, out.jobs)]
-    command = " ".join(["python", "bench/sweep_efficiency.py", *(argv if argv is not None else sys.argv[1:])])
+    command = study_command(__file__, argv if argv is not None else sys.argv[1:])
     summary = summarise(sweeps, args, command)
     out.write_json(summary)
     plot(sweeps, out.plot())

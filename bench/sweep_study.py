@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import BENCHMARK_CONFIG, REPO, make_job, run_all  # noqa: E402
 from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E402
 from rule_picks import PRUNED_MARK, plot_rule_picks, ranked_trials, rule_quality, rule_table, statement  # noqa: E402
-from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, write_section  # noqa: E402
+from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset, shown, smoke_overrides, study_command, write_section  # noqa: E402
 
 F1 = "eval/tgt_test/macro_f1"
 SWEEP_RULE = "src_val"
@@ -312,7 +312,7 @@ def study(args: argparse.Namespace, out: Outputs, base, data: Path, oracle_data:
                                 "label-free score vs target macro-F1", out.plot("_rules"))
     fresh_png = plot_per_seed(fresh, order, F1, "fresh seeds: target test macro-F1", out.plot("_fresh"))
     wall = time.perf_counter() - started
-    command = "python bench/sweep_study.py " + " ".join(sys.argv[1:])
+    command = study_command(__file__, sys.argv[1:])
     markdown = (
         f"`{command}` ({'smoke: tiny data, not a result; ' if args.smoke else ''}wall time {wall / 60:.1f} min for what this "
         f"invocation ran, the sweep {sweep_seconds / 60:.1f} min of it; load average at the end {os.getloadavg()[0]:.2f}; "

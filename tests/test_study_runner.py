@@ -113,8 +113,11 @@ def test_a_resumed_study_keeps_the_timings_of_its_own_protocol_only(tmp_path):
     assert invocation_timings(previous, 1, redraw) == [json.loads(json.dumps(first)), redraw]
     assert invocation_timings(previous, 2, redraw) == [redraw]  # another protocol's runs are not this table's
     assert invocation_timings(tmp_path / "absent.json", 1, first) == [first]
-    text = timing_text([first, redraw])
-    assert text.startswith("wall time 10.0 min for 4 jobs run by `python bench/x.py`") and "p2" not in text  # the redraw ran no job
+    text = timing_text([first, redraw], "python bench/x.py --seeds 0")
+    assert text.startswith("wall time 10.0 min for 4 jobs run by `python bench/x.py` (") and "p2" not in text  # the redraw ran no job
+    assert timing_text([first], "python bench/x.py").startswith("wall time 10.0 min for 4 jobs (")  # the heading's command: not repeated
+    inside = {**first, "command": f"python bench/x.py --out {ROOT / 'bench' / 'results'} --data /elsewhere/data"}
+    assert "run by `python bench/x.py --out bench/results --data /elsewhere/data`" in timing_text([inside], "python bench/x.py")
 
 
 @pytest.mark.slow
