@@ -8,17 +8,20 @@ stalls (Ray's handler first drains the node, waiting up to 30 s for the GCS).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from galaxy_da.sweep.hosts import is_loopback
-from galaxy_da.sweep.nodes import HeadAddressError, RayNode, head_ip, main, outward_address, wait_while_head_answers
+from galaxy_da.sweep.nodes import (HeadAddressError, RayNode, answers, head_ip, main, outward_address, serve_as_worker, wait_until,
+                                   wait_while_head_answers)
 
 
 def listener(port: int = 0) -> socket.socket:
@@ -151,3 +154,113 @@ def test_a_node_whose_head_answers_is_stopped_through_rays_handler_first(tmp_pat
         assert node.process.returncode == -signal.SIGKILL and gone(child)
     finally:
         head.close()
+
+
+class ScriptedNode(RayNode):
+    """A worker node whose ``ray start --block`` is ``scripts[k]`` on its k-th start (the last one repeats): the
+    restart loop's own logic, on real processes; the real Ray node is the slow test below."""
+
+    def __init__(self, address: str, scripts: list[str]):
+        super().__init__(address, is_head=False, num_cpus=1, num_gpus=0)
+        self.scripts, self.starts = scripts, 0
+
+    def command(self) -> list[str]:
+        self.starts += 1
+        return [sys.executable, "-c", self.scripts[min(self.starts, len(self.scripts)) - 1]]
+
+
+def test_a_worker_whose_node_keeps_ending_while_the_head_answers_gives_up_with_its_status(capsys):
+    head = listener()
+    node = ScriptedNode(f"127.0.0.1:{head.getsockname()[1]}", ["import sys; sys.exit(7)"])
+    try:
+        node.start()
+        assert serve_as_worker(node, "127.0.0.1", head.getsockname()[1], restarts=2, poll_s=0.05) == 7
+        assert node.starts == 3  # the first start and two restarts
+        out = capsys.readouterr().out
+        assert "starting it again (2 of 2)" in out and "after 2 restarts: giving up" in out
+    finally:
+        node.stop(timeout_s=1)
+        head.close()
+
+
+def test_a_worker_restarted_after_its_node_ended_stops_once_the_head_is_gone(capsys):
+    head = listener()
+    port = head.getsockname()[1]
+    node = ScriptedNode(f"127.0.0.1:{port}", ["import sys; sys.exit(1)", STALLING_NODE])
+    status: list[int] = []
+    node.start()
+    worker = threading.Thread(target=lambda: status.append(serve_as_worker(node, "127.0.0.1", port, restarts=1, gone_after_s=0.5, poll_s=0.05)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while node.starts < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.starts == 2, "the node that ended was not started again"
+        head.close()  # the head goes: the restarted worker stops serving
+        worker.join(timeout=60)
+        assert status == [0] and node.process.poll() is None  # the head's going ended the task, not the node
+        assert "ended with exit status 1 while the head at" in capsys.readouterr().out
+    finally:
+        head.close()
+        worker.join(timeout=60)
+        node.stop(timeout_s=1)
+
+
+NODE_IDS = """
+import json, sys, ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)
+print(json.dumps({node["NodeID"]: node["Alive"] for node in ray.nodes()}))
+"""
+
+
+def node_ids(address: str) -> dict[str, bool]:
+    """Every node the head knows, and whether it is alive, asked from a fresh process (this one keeps its own Ray)."""
+    done = subprocess.run([sys.executable, "-c", NODE_IDS, address], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def alive_within(address: str, condition, within_s: float = 120.0) -> dict[str, bool]:
+    """The head's nodes once ``condition`` holds of the alive ones' IDs (polled; a timeout fails the test)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        nodes = node_ids(address)
+        if condition({node for node, alive in nodes.items() if alive}):
+            return nodes
+        assert time.monotonic() < deadline, f"nodes after {within_s:.0f} s: {nodes}"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_a_real_worker_whose_raylet_is_killed_rejoins_the_cluster_as_a_new_node(monkeypatch):
+    import psutil
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    port = closed_port()
+    address = f"127.0.0.1:{port}"
+    head = RayNode(address, is_head=True, num_cpus=0, num_gpus=0)
+    worker = RayNode(address, is_head=False, num_cpus=1, num_gpus=0)
+    status: list[int] = []
+    serving = threading.Thread(target=lambda: status.append(serve_as_worker(worker, "127.0.0.1", port, restarts=1, gone_after_s=4, poll_s=0.5)))
+    head.start()
+    try:
+        wait_until(lambda: answers("127.0.0.1", port), "the head's GCS port", 120)
+        (head_id,) = alive_within(address, lambda alive: len(alive) == 1)
+        worker.start()
+        first = {*alive_within(address, lambda alive: len(alive) == 2)} - {head_id}
+        serving.start()
+        first_process = worker.process
+        raylets = [p for p in psutil.Process(first_process.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(raylets) == 1
+        raylets[0].kill()  # as the kernel's OOM killer would: `ray start --block` then ends, killing the rest of its node
+        nodes = alive_within(address, lambda alive: head_id in alive and len(alive - first - {head_id}) == 1)
+        assert worker.process is not first_process and first_process.returncode == 1
+        assert set(nodes) >= first | {head_id}  # the first worker is still on record: the restart is a new node
+        head.stop()
+        serving.join(timeout=120)
+        assert status == [0]  # the head's going ends the worker's task, as before the restart
+    finally:
+        head.stop()
+        if serving.is_alive():
+            serving.join(timeout=120)
+        worker.stop(timeout_s=5)

@@ -10,7 +10,8 @@ ssh) can run it::
 Rank 0 starts a Ray head (``ray start --block``) on ``HOST``'s address, waits
 until all ``N`` nodes have joined, runs the command with ``RAY_ADDRESS`` set to
 the head, then stops its node; the others start workers that join the head
-and stop when the head goes. ``HOST``'s address is never a loopback one on
+and stop when the head goes (a worker whose ``ray start`` ends while the head
+answers is started again, up to :data:`NODE_RESTARTS` times). ``HOST``'s address is never a loopback one on
 several nodes (:func:`head_ip`: Debian maps a host's own name to 127.0.1.1). A
 worker takes the head as gone only after :data:`HEAD_GONE_AFTER_S` without an
 answer (a probe that times out under load is retried), and then stops its node
@@ -43,6 +44,7 @@ from galaxy_da.sweep.hosts import is_loopback
 RAY = str(Path(sys.executable).with_name("ray"))  # the ray CLI of this environment
 JOIN_TIMEOUT_S = 300.0  # how long the head waits for the workers, and a worker for the head
 HEAD_GONE_AFTER_S = 30.0  # a worker stops once the head has not answered for this long in a row
+NODE_RESTARTS = 3  # how often a worker's `ray start` that ends while the head answers is started again
 POLL_S = 2.0
 
 
@@ -95,13 +97,18 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = JOIN
         time.sleep(POLL_S)
 
 
-def wait_while_head_answers(ip: str, port: int, gone_after_s: float = HEAD_GONE_AFTER_S, poll_s: float = POLL_S) -> None:
-    """Return once the head at ``ip:port`` has not answered for ``gone_after_s`` in a row; any answer restarts the count."""
+def wait_while_head_answers(ip: str, port: int, gone_after_s: float = HEAD_GONE_AFTER_S, poll_s: float = POLL_S,
+                            node_ended: Callable[[], bool] = lambda: False) -> bool:
+    """True once the head at ``ip:port`` has not answered for ``gone_after_s`` in a row (any answer restarts the
+    count); False as soon as ``node_ended()`` says this host's own node is no longer running."""
     last_answer = time.monotonic()
     while time.monotonic() - last_answer < gone_after_s:
         time.sleep(poll_s)
+        if node_ended():
+            return False
         if answers(ip, port):
             last_answer = time.monotonic()
+    return True
 
 
 @dataclass
@@ -113,13 +120,22 @@ class RayNode:
     num_cpus: int
     num_gpus: int
 
-    def start(self) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
+    def command(self) -> list[str]:
+        """``ray start --block`` for this node, its Ray files in :attr:`temp_dir`."""
         ip, port = self.address.rsplit(":", 1)
         role = ["--head", f"--port={port}", f"--node-ip-address={ip}", "--include-dashboard=false"] if self.is_head else [f"--address={self.address}"]
-        command = [RAY, "start", "--block", *role, f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+        return [RAY, "start", "--block", *role, f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+
+    def start(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
+        command = self.command()
         print(f"[ray {'head' if self.is_head else 'worker'}] {' '.join(command)}", flush=True)
         self.process = subprocess.Popen(command)
+
+    def restart(self) -> None:
+        """Start again after ``ray start --block`` ended on its own (it kills the node's remaining processes first)."""
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """SIGTERM (Ray drains the node, then stops it) while the head answers; else, or after ``timeout_s``, :meth:`kill`."""
@@ -149,6 +165,29 @@ class RayNode:
         self.stop()
 
 
+def serve_as_worker(node: RayNode, ip: str, port: int, restarts: int = NODE_RESTARTS, gone_after_s: float = HEAD_GONE_AFTER_S,
+                    poll_s: float = POLL_S) -> int:
+    """Keep this host's worker ``node`` in the cluster until the head at ``ip:port`` is gone; the task's exit status.
+
+    ``ray start --block`` ends when any of its node's processes dies (a raylet taken by the kernel's OOM killer,
+    say). While the head still answers, the node is started again, as a new Ray node, at most ``restarts`` times,
+    so one crash does not leave the host idle for the rest of the allocation; after that the task fails with
+    the node's last exit status. 0 once the head is gone.
+    """
+    restarted = 0
+    while not wait_while_head_answers(ip, port, gone_after_s, poll_s, node_ended=lambda: node.process.poll() is not None):
+        status = node.process.returncode
+        if restarted == restarts:
+            print(f"[ray worker] `ray start` ended with exit status {status} while the head at {ip}:{port} answers, "
+                  f"after {restarts} restarts: giving up", flush=True)
+            return status or 1
+        restarted += 1
+        print(f"[ray worker] `ray start` ended with exit status {status} while the head at {ip}:{port} answers: "
+              f"starting it again ({restarted} of {restarts})", flush=True)
+        node.restart()
+    return 0
+
+
 def wait_for_nodes(address: str, num_nodes: int) -> dict[str, float]:
     """Block until ``num_nodes`` Ray nodes are alive; the cluster's resources."""
     import ray
@@ -176,10 +215,9 @@ def run_node(rank: int, num_nodes: int, head_host: str, port: int, command: list
     use_token_auth(is_head)
     if not is_head:
         wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
-    with RayNode(address, is_head, num_cpus, num_gpus):
+    with RayNode(address, is_head, num_cpus, num_gpus) as node:
         if not is_head:
-            wait_while_head_answers(ip, port)
-            return 0
+            return serve_as_worker(node, ip, port)
         wait_until(lambda: answers(ip, port), f"the Ray head at {address}")
         resources = wait_for_nodes(address, num_nodes)
         print(f"Ray cluster up at {address}: {num_nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
