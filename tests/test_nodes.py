@@ -183,6 +183,16 @@ def test_a_worker_whose_node_keeps_ending_while_the_head_answers_gives_up_with_i
         head.close()
 
 
+def test_a_worker_whose_node_ends_with_its_head_is_not_restarted_and_ends_well(capsys):
+    node = ScriptedNode(f"127.0.0.1:{closed_port()}", ["import sys; sys.exit(1)"])  # Ray's raylet ends once its GCS is gone
+    try:
+        node.start()
+        assert serve_as_worker(node, "127.0.0.1", int(node.address.rsplit(":", 1)[1]), gone_after_s=0.5, poll_s=0.05) == 0
+        assert node.starts == 1 and "starting it again" not in capsys.readouterr().out
+    finally:
+        node.stop(timeout_s=1)
+
+
 def test_a_worker_restarted_after_its_node_ended_stops_once_the_head_is_gone(capsys):
     head = listener()
     port = head.getsockname()[1]

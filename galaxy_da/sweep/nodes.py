@@ -165,17 +165,30 @@ class RayNode:
         self.stop()
 
 
+def head_silent_for(ip: str, port: int, gone_after_s: float = HEAD_GONE_AFTER_S, poll_s: float = POLL_S) -> bool:
+    """Whether the head at ``ip:port`` stays silent for ``gone_after_s``; False at its first answer (at once if it answers now)."""
+    silent_since = time.monotonic()
+    while not answers(ip, port):
+        if time.monotonic() - silent_since >= gone_after_s:
+            return True
+        time.sleep(poll_s)
+    return False
+
+
 def serve_as_worker(node: RayNode, ip: str, port: int, restarts: int = NODE_RESTARTS, gone_after_s: float = HEAD_GONE_AFTER_S,
                     poll_s: float = POLL_S) -> int:
     """Keep this host's worker ``node`` in the cluster until the head at ``ip:port`` is gone; the task's exit status.
 
-    ``ray start --block`` ends when any of its node's processes dies (a raylet taken by the kernel's OOM killer,
-    say). While the head still answers, the node is started again, as a new Ray node, at most ``restarts`` times,
-    so one crash does not leave the host idle for the rest of the allocation; after that the task fails with
-    the node's last exit status. 0 once the head is gone.
+    ``ray start --block`` ends when any of its node's processes dies: a raylet taken by the kernel's OOM killer,
+    say, or one that lost its head (Ray's reconnect timeout can be shorter than ``gone_after_s``). A node that
+    ended while the head still answers is started again, as a new Ray node, at most ``restarts`` times, so one
+    crash does not leave the host idle for the rest of the allocation; after that the task fails with the node's
+    last exit status. 0 once the head is gone, whether this node ended first or not.
     """
     restarted = 0
     while not wait_while_head_answers(ip, port, gone_after_s, poll_s, node_ended=lambda: node.process.poll() is not None):
+        if head_silent_for(ip, port, gone_after_s, poll_s):  # the node ended with its head
+            return 0
         status = node.process.returncode
         if restarted == restarts:
             print(f"[ray worker] `ray start` ended with exit status {status} while the head at {ip}:{port} answers, "
