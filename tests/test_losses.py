@@ -59,10 +59,22 @@ def test_scalar_alpha_scales_every_class():
     assert FocalLoss(gamma=2.0, alpha=0.25)(logits, targets).item() == pytest.approx(0.25 * plain.item(), rel=1e-6)
 
 
-def test_focal_gradient_is_finite_on_saturated_logits():
-    logits = torch.tensor([[80.0, -80.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
-    FocalLoss(gamma=2.0)(logits, torch.tensor([0, 1])).backward()
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0])
+def test_focal_gradient_is_finite_on_saturated_logits(gamma):
+    # margins 80 (p = 1 exactly in float32), 18 and 30 (1 - p near or in float32's subnormals), one unsaturated row
+    logits = torch.tensor([[80.0, -80.0, 0.0], [18.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    FocalLoss(gamma=gamma, alpha=[0.5, 2.0, 1.5])(logits, torch.tensor([0, 0, 0, 1])).backward()
     assert torch.isfinite(logits.grad).all()
+    assert logits.grad[0].abs().max() == 0  # p = 1: the focal term and its slope vanish
+    assert logits.grad[3].abs().max() > 0
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_focal_gradient_matches_finite_differences(gamma):
+    logits = (features(12)[:, :3] * 4).double().requires_grad_()
+    targets = torch.arange(12) % 3
+    loss = FocalLoss(gamma=gamma, alpha=[0.5, 2.0, 1.5]).double()
+    assert torch.autograd.gradcheck(lambda z: loss(z, targets), (logits,))
 
 
 def test_effective_number_weights_match_the_reference():

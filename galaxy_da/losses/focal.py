@@ -36,10 +36,25 @@ class FocalLoss(nn.Module):
         log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
         loss = -log_p
         if self.gamma != 0.0:
-            loss = loss * (-torch.expm1(log_p)).clamp_min(0.0).pow(self.gamma)  # (1 - p)^gamma, accurate near p=1
+            loss = loss * focusing_factor(log_p, self.gamma)
         if self.alpha is not None:
             loss = loss * self.alpha.to(logits.dtype).expand(logits.shape[1])[targets]
         return loss.mean()
+
+
+def focusing_factor(log_p: torch.Tensor, gamma: float) -> torch.Tensor:
+    r""":math:`(1 - p)^\gamma` from :math:`\log p`, shape (N,) -> (N,), with a finite gradient everywhere.
+
+    :math:`1 - p = -\mathrm{expm1}(\log p)` keeps its precision near :math:`p = 1`. Where :math:`1 - p` is 0 (a
+    saturated logit) the factor is 0 with a zero gradient, the limit for :math:`\gamma > 0`: for
+    :math:`\gamma < 1` the power alone has an infinite slope there, which times :math:`-\log p = 0` would be
+    NaN. Computed in float64, so that :math:`\gamma\,(1-p)^{\gamma-1}` stays finite for a float32
+    :math:`1 - p` as small as its subnormals.
+    """
+    one_minus_p = -torch.expm1(log_p.double())
+    positive = one_minus_p > 0
+    factor = torch.where(positive, torch.where(positive, one_minus_p, 1.0).pow(gamma), 0.0)
+    return factor.to(log_p.dtype)
 
 
 def _effective_number(counts: torch.Tensor, beta: float) -> torch.Tensor:
