@@ -114,7 +114,8 @@ def test_uncertainty_weights_value_weights_and_constraints():
     total = weighting([torch.tensor(2.0), torch.tensor(4.0)])
     assert total.item() == pytest.approx(2.0 * 50 + 4.0 * 0.5 + math.log(0.1), rel=1e-5)
     total.backward()
-    assert weighting.log_eta.grad.abs().min() > 0
+    # total = sum_i L_i / (2 eta_i^2) + log prod_i eta_i, so d/d log(eta_i) = 1 - L_i / eta_i^2 = 1 - 2 w_i L_i
+    assert weighting.log_eta.grad.tolist() == pytest.approx([1 - 2 * 50.0 * 2.0, 1 - 2 * 0.5 * 4.0], rel=1e-5)
     with torch.no_grad():
         weighting.log_eta.copy_(torch.tensor([math.log(1e-5), math.log(1e-4)]))
     weighting.clamp_()
@@ -307,14 +308,31 @@ def test_topk_ot_cost_gradient_is_the_envelope_gradient_of_entropic_ot():
     assert torch.allclose(x.grad, expected_x, atol=1e-7) and torch.allclose(y.grad, expected_y, atol=1e-7)
 
 
-def test_topk_ot_cost_gradient_with_respect_to_the_cost_is_the_plan_and_never_negative():
+def test_the_entropic_plan_is_the_gradient_of_entropic_ot_with_respect_to_the_cost():
     cost = squared_distances(F.normalize(features(7, seed=2), dim=1).double(), F.normalize(features(6, seed=3, shift=0.2), dim=1).double())
     eps = 0.05 * cost.median().item()
     plan, _ = entropic_plan(cost, torch.tensor(eps, dtype=torch.float64), max_iter=20000, tol=1e-14)
     assert torch.allclose(plan, finite_difference(lambda c: entropic_ot_value(c, eps), cost), atol=1e-7)  # dW_eps/dC = P*
-    leaf = cost.clone().requires_grad_()
-    (plan * leaf).sum().backward()
-    assert (leaf.grad >= 0).all()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_topk_ot_topk_gradient_matches_finite_differences_of_its_formula(weighted):
+    """The top-k term (1/k) topk_k(n a_i min_j C_ij) differentiated by autograd, against finite differences of the
+    formula written out here (generic points: every min and the k-th largest are unique, so it is smooth nearby)."""
+    n, m, k = 7, 5, 3
+    x = features(n, seed=6).double()[:, :4].contiguous().requires_grad_()
+    y = features(m, seed=7, shift=0.3).double()[:, :4].contiguous().requires_grad_()
+    masses = torch.tensor([0.05, 0.1, 0.2, 0.1, 0.25, 0.2, 0.1], dtype=torch.float64) if weighted else torch.full((n,), 1 / n, dtype=torch.float64)
+
+    def formula(x_: torch.Tensor, y_: torch.Tensor) -> float:
+        nearest = ((x_[:, None, :] - y_[None, :, :]) ** 2).sum(-1).min(dim=1).values
+        return float((n * masses * nearest).sort(descending=True).values[:k].mean())
+
+    loss, _ = topk_ot_loss(x, y, source_masses=masses if weighted else None, k=k, cost_weight=0.0, match_weight=0.0, topk_weight=1.0)
+    loss.backward()
+    assert torch.allclose(x.grad, finite_difference(lambda bumped: formula(bumped, y.detach()), x.detach()), atol=1e-6)
+    assert torch.allclose(y.grad, finite_difference(lambda bumped: formula(x.detach(), bumped), y.detach()), atol=1e-6)
+    assert x.grad.abs().sum() > 0 and (x.grad.abs().sum(dim=1) > 0).sum() == k  # only the k farthest points move
 
 
 def test_topk_ot_match_gradient_holds_the_plan_fixed():
