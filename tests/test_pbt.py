@@ -91,6 +91,28 @@ def test_pbt_explores_inside_the_declared_space():
     assert {config["align.weight"] for config in explored} > {3.0, 0.1}  # still explores
 
 
+def test_a_population_sweeps_explorations_repeat_for_its_seed_and_asha_leaves_the_generators_alone():
+    """Ray's PBT explores with the stdlib generator and takes no seed; the driver seeds it from the sweep's seed."""
+    from galaxy_da.sweep.schedulers import build_scheduler
+    from galaxy_da.sweep.tuner import seed_population_randomness
+
+    base = load_config(None, {}).model_dump(mode="json")
+    member = {"align.weight": 1.0, "align.blur": 1.0, "optim.steps_per_epoch": 2, "align.entropy_weight": 0.05, "align.topk": 5}
+
+    def explorations(seed: int) -> list[dict]:
+        settings = SweepSettings(name="p", space=EDGES, scheduler="pbt", searcher="random", seed=seed)
+        scheduler = build_scheduler(base, settings)
+        seed_population_randomness(settings)
+        return [scheduler._get_new_config(None, SimpleNamespace(config=dict(member)))[0] for _ in range(30)]
+
+    assert explorations(3) == explorations(3) and explorations(3) != explorations(4)
+    random.seed(11)
+    expected = random.random()
+    random.seed(11)
+    seed_population_randomness(SweepSettings(name="a", space=EDGES, scheduler="asha", searcher="random", seed=3))
+    assert random.random() == expected
+
+
 class FakeTrial:
     """What PB2 reads of a Tune trial."""
 

@@ -93,6 +93,22 @@ def build_searcher(settings: SweepSettings):
     return SEARCHERS[settings.searcher](settings)
 
 
+def seed_population_randomness(settings: SweepSettings) -> None:
+    """Seed the driver's global generators from ``settings.seed`` for a PBT/PB2 sweep.
+
+    Ray's PBT explores and exploits with the stdlib ``random`` module and PB2 with numpy's global generator; neither
+    takes a seed. Seeded here, a population sweep's perturbations repeat for its seed, given the same order of
+    trial results (with one trial at a time, the same sweep).
+    """
+    if settings.scheduler in POPULATION_SCHEDULERS:
+        import random
+
+        import numpy as np
+
+        random.seed(settings.seed)
+        np.random.seed(settings.seed)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -192,6 +208,7 @@ def build_tuner(cfg: TrialConfig, settings: SweepSettings, parent_run_id: str, t
         trainable, lambda config: resources_for(search_space.trial_config(base, settings.space, config), settings, has_gpu),
     )
     metric = f"select/{cfg.selection.rule}"
+    seed_population_randomness(settings)
     if resume and tune.Tuner.can_restore(settings.experiment_path):
         return tune.Tuner.restore(settings.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
