@@ -27,7 +27,7 @@ def _subsample(data: ImageSet, limit: Optional[int], seed: int) -> ImageSet:
 
 NORMALISATIONS: dict[str, Callable[[ImageSet, ImageSet], tuple[ChannelStats, ChannelStats]]] = {
     "per_domain": lambda src, tgt: (ChannelStats.of(src.images), ChannelStats.of(tgt.images)),
-    "shared": lambda src, tgt: (ChannelStats.of(np.concatenate([src.images, tgt.images])),) * 2,
+    "shared": lambda src, tgt: (ChannelStats.of(src.images, tgt.images),) * 2,
     "none": lambda src, tgt: (ChannelStats.identity(src.images.shape[1]),) * 2,
 }
 

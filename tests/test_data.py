@@ -172,6 +172,21 @@ def test_normalisation_and_dihedral_augmentation():
         assert torch.equal(transformed, expected)
 
 
+def test_channel_statistics_cover_every_image_of_every_domain_by_its_size():
+    """Shared statistics are those of the union, however large: a domain past the first 4,096 images still counts."""
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, 120, (3000, 3, 5, 5), dtype=np.uint8)
+    target = rng.integers(100, 256, (2000, 3, 5, 5), dtype=np.uint8)
+    union = np.concatenate([source, target]).astype(np.float64) / 255.0
+    shared = ChannelStats.of(source, target)
+    assert shared.mean == pytest.approx(union.mean(axis=(0, 2, 3)).tolist(), rel=1e-12)
+    assert shared.std == pytest.approx(union.transpose(1, 0, 2, 3).reshape(3, -1).std(axis=1, ddof=1).tolist(), rel=1e-12)
+    ordered = np.concatenate([source, target])  # one catalogue sorted by domain: every row counts, not the first ones
+    assert ChannelStats.of(ordered) == shared
+    alone = ChannelStats.of(source)
+    assert alone.mean == pytest.approx((source / 255.0).mean(axis=(0, 2, 3)).tolist(), rel=1e-12)
+
+
 def test_batch_stream_is_seeded_and_resumable(toy_dataset):
     source = ShardDataset(str(toy_dataset)).training_view().source("train")
     stats = ChannelStats.of(source.images)
