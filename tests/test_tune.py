@@ -64,6 +64,14 @@ def test_check_space_rejects_bad_paths_and_values_naming_the_path(space, named):
         search_space.check_space(TrialConfig().model_dump(mode="json"), space)
 
 
+@pytest.mark.parametrize("space", [{"selection.rule": {"grid": ["src_val", "entropy"]}},
+                                   {"selection": {"grid": {"a": {"rule": "entropy", "patience": 2}, "b": {"patience": 3}}}}])
+def test_a_space_may_not_vary_the_selection_rule_by_which_the_sweep_ranks_its_trials(space):
+    with pytest.raises(ConfigError, match=r"search space selection(\.rule)?: selection\.rule cannot vary within a sweep: .*select/<rule>"):
+        search_space.check_space(TrialConfig().model_dump(mode="json"), space)
+    search_space.check_space(TrialConfig().model_dump(mode="json"), {"selection.patience": {"grid": [2, 3]}})  # other selection keys may
+
+
 def test_grid_needs_the_random_searcher():
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.tuner import build_searcher

@@ -102,13 +102,24 @@ def path_overrides(path: str, value: Any) -> dict[str, Any]:
     return {path: value}
 
 
+FIXED_PER_SWEEP: dict[str, str] = {
+    "selection.rule": "a sweep ranks, prunes and picks its trials by one label-free rule (Tune's metric select/<rule>), "
+                      "and scores of different rules do not compare",
+}
+
+
 def check_space(base: dict[str, Any], space: Space) -> None:
-    """Every path and every probe value must validate on top of ``base``; the error names the path."""
+    """Every path and every probe value must validate on top of ``base``, and none may set a key of
+    :data:`FIXED_PER_SWEEP`; the error names the path."""
     if not space:
         raise ConfigError("search space: empty; name at least one dotted path to vary")
     for path, spec in space.items():
         for value in probe_values(path, spec):
-            validate(apply_overrides(base, path_overrides(path, value)), source=f"search space {path}={value!r}")
+            overrides = path_overrides(path, value)
+            for key in FIXED_PER_SWEEP.keys() & overrides.keys():
+                raise ConfigError(f"search space {path}: {key} cannot vary within a sweep: {FIXED_PER_SWEEP[key]}; "
+                                  f"set it in the base config ({key}=...)")
+            validate(apply_overrides(base, overrides), source=f"search space {path}={value!r}")
 
 
 def values_of(base: dict[str, Any], space: Space, key: str) -> list[Any]:
