@@ -20,7 +20,7 @@ import torch
 from galaxy_da.config import TrialConfig
 from galaxy_da.data.loader import ChannelStats
 from galaxy_da.data.reader import ImageSet, ShardDataset
-from galaxy_da.data.schema import DEFAULT_TARGET
+from galaxy_da.data.schema import DEFAULT_TARGET, ORACLE_KIND
 from galaxy_da.data.splits import assign_splits
 from galaxy_da.data.writer import DatasetWriter
 from galaxy_da.inference import predict
@@ -39,7 +39,7 @@ def write_target_as_source(dataset_path: str, out: Path, seed: int, target: str 
     dataset = ShardDataset(dataset_path, target=target)
     view = dataset.evaluation_view()
     adapt, test = view.labelled("target", "adapt"), view.labelled("target", "test")
-    provenance = {"derived_from": dataset.manifest_hash, "kind": "target-as-source (oracle)", "seed": seed}
+    provenance = {"derived_from": dataset.manifest_hash, "kind": ORACLE_KIND, "seed": seed}
     with DatasetWriter(out, dataset.image_shape, dataset.class_names, provenance=provenance, overwrite=True,
                        targets={target: dataset.targets[target]}) as writer:
         source_splits = assign_splits(adapt.labels, "source", seed, ORACLE_VAL_FRACTION)

@@ -81,6 +81,29 @@ def test_a_sweep_over_a_target_the_data_lacks_is_refused_in_one_line_before_any_
     assert not db.exists() and not (tmp_path / "ray").exists()
 
 
+def test_a_sweep_on_an_oracle_copy_is_refused_in_one_line_before_any_run(toy_dataset, tmp_path):
+    """A target-as-source copy trains on target labels: as a sweep's data, or one value of data.path in its space,
+    a label-free sweep would rank that upper bound among its candidates."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from oracle import write_target_as_source
+
+    oracle = write_target_as_source(str(toy_dataset), tmp_path / "as-source", seed=0)
+    db = tmp_path / "mlflow.db"
+    command = [sys.executable, str(ROOT / "sweeps" / "topk.py"), "--data", str(oracle),
+               "--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert f"data.path {oracle}: a target-as-source copy" in done.stderr and "galaxy-da train" in done.stderr
+    assert not db.exists() and not (tmp_path / "ray").exists()
+    from galaxy_da.config import ConfigError
+    from galaxy_da.sweep.tuner import check_datasets
+
+    base = load_config(SMOKE_CONFIG, [f"data.path={toy_dataset}"]).model_dump(mode="json")
+    check_datasets(base, {"data.path": {"grid": [str(toy_dataset)]}}, verify=False)
+    with pytest.raises(ConfigError, match="a target-as-source copy"):
+        check_datasets(base, {"data.path": {"grid": [str(toy_dataset), str(oracle)]}}, verify=False)
+
+
 def child_runs(db: Path) -> list[tuple[str, str]]:
     """(run id, status) of the live child runs in the store."""
     if not db.is_file():

@@ -34,6 +34,12 @@ DOMAIN_SPLITS = {"source": ("train", "val"), "target": ("adapt", "test")}
 DOMAINS = tuple(DOMAIN_SPLITS)
 CORE_COLUMNS = ("object_id", "domain", "split", "label", "label_name", "image")
 DEFAULT_TARGET = "sdss"  # ``data.target``'s default: the SDSS-like (synth) or GZ2 (ingest) target
+ORACLE_KIND = "target-as-source (oracle)"  # manifest provenance ``kind`` of a copy whose source labels are a target's
+
+
+def trains_on_target_labels(manifest: dict) -> bool:
+    """Whether a dataset's source domain is a target survey with its labels (an oracle copy: an upper bound only)."""
+    return (manifest.get("provenance") or {}).get("kind") == ORACLE_KIND
 
 
 def image_nbytes(image_shape: tuple[int, int, int]) -> int:

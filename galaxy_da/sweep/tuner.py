@@ -46,6 +46,7 @@ from ray import tune
 from galaxy_da.config import ConfigError, TrialConfig, validate
 from galaxy_da.data.manifest import unknown_target
 from galaxy_da.data.reader import ShardDataset
+from galaxy_da.data.schema import ORACLE_KIND, trains_on_target_labels
 from galaxy_da.sweep import space as search_space
 from galaxy_da.sweep.capacity import fit_concurrency
 from galaxy_da.sweep.console import QUIET_ENV, TrialProgress
@@ -244,13 +245,18 @@ def _environment(**variables: str) -> Iterator[None]:
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
-def check_targets(base: dict[str, Any], space: search_space.Space, verify: bool) -> None:
-    """A missing, unfinished or corrupted dataset, or one without a target survey some trial reads (the base's
-    ``data.target`` or a value the space gives it), fails here in one line naming ``data.target``, before anything starts."""
-    dataset = ShardDataset(base["data"]["path"], verify=verify)
-    for target in search_space.values_of(base, space, "data.target"):
-        if target not in dataset.targets:
-            raise unknown_target(dataset.uri, dataset.manifest, target)
+def check_datasets(base: dict[str, Any], space: search_space.Space, verify: bool) -> None:
+    """Before anything starts, in one line: a missing, unfinished or corrupted dataset, one without a target survey
+    some trial reads (the base's ``data.target`` or a value the space gives it), or an oracle copy whose source
+    labels are a target survey's (a sweep would rank that upper bound among its candidates)."""
+    for path in search_space.values_of(base, space, "data.path"):
+        dataset = ShardDataset(path, verify=verify)
+        if trains_on_target_labels(dataset.manifest):
+            raise ConfigError(f"data.path {dataset.uri}: a target-as-source copy (manifest provenance kind {ORACLE_KIND!r}) trains "
+                              "on target labels; it is an upper bound for analysis, never a sweep's candidate: train it with galaxy-da train")
+        for target in search_space.values_of(base, space, "data.target"):
+            if target not in dataset.targets:
+                raise unknown_target(dataset.uri, dataset.manifest, target)
 
 
 def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -> SweepResult:
@@ -259,7 +265,7 @@ def run_sweep(cfg: TrialConfig, settings: SweepSettings, resume: bool = False) -
     search_space.check_space(base, settings.space)
     build_searcher(settings)  # fail on a bad searcher/space pairing, or a grace period inside warm-up, before starting anything
     check_scheduler(base, settings)
-    check_targets(base, settings.space, cfg.data.verify_hashes)
+    check_datasets(base, settings.space, cfg.data.verify_hashes)
     state = read_sweep_state(settings)
     if not resume and state is not None:
         raise FileExistsError(f"{settings.experiment_path}: a sweep named {settings.name!r} exists; resume it (--resume) or pick another name")
