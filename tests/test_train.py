@@ -96,6 +96,23 @@ def test_a_loss_that_turns_nan_later_is_traced_to_its_first_step(toy_dataset, tm
     assert not (tmp_path / LAST).exists()  # the poisoned epoch is never checkpointed
 
 
+def scramble_target_label_summaries(manifest_path: Path) -> None:
+    """The manifest's per-class target counts and any target class priors, moved as the labels were (class c -> c+1),
+    so that a read of either (a target label by another route) would change training too."""
+    manifest = json.loads(manifest_path.read_text())
+    names = manifest["class_names"]
+    rotate = lambda per_class: {names[(i + 1) % len(names)]: per_class[name] for i, name in enumerate(names)}
+    for survey in manifest["counts"]["target"].values():
+        for split, per_class in survey.items():
+            survey[split] = rotate(per_class)
+    for survey in (manifest.get("targets") or {}).values():  # a rendered dataset's survey facts (the toy has none)
+        if "class_prior" in survey:
+            survey["class_prior"] = rotate(survey["class_prior"])
+        if "class_counts" in survey:
+            survey["class_counts"] = [survey["class_counts"][(i - 1) % len(names)] for i in range(len(names))]
+    manifest_path.write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize("audit, label_shift", [(False, "none"), (True, "none"), (False, "bbse"), (False, "em")],
                          ids=["selection rule", "every rule audited", "label shift by BBSE", "label shift by EM"])
 def test_target_labels_never_reach_training(audit, label_shift, toy_dataset, tmp_path):
@@ -106,6 +123,7 @@ def test_target_labels_never_reach_training(audit, label_shift, toy_dataset, tmp
         table = pq.read_table(shard)
         flipped = pa.array([(v + 1) % 3 for v in table["label"].to_pylist()], pa.int8())
         pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", flipped), shard)
+    scramble_target_label_summaries(scrambled / "manifest.json")
     overrides = ["align.method=sinkhorn", "align.entropy_weight=0.1", "selection.rule=entropy", "optim.warmup_epochs=0",
                  "data.verify_hashes=false",  # the scrambled shards no longer match the manifest's sha256, on purpose
                  f"selection.audit_rules={str(audit).lower()}", f"align.label_shift={label_shift}"]
