@@ -8,6 +8,7 @@ finite differences of the independent value.
 import pytest
 import torch
 import torch.nn.functional as F
+from geomloss import SamplesLoss
 
 from galaxy_da.config import AdversarialConfig, AlignConfig
 from galaxy_da.label_shift.weights import sample_masses
@@ -125,6 +126,40 @@ def test_weighted_sinkhorn_gradient_is_the_envelope_gradient_from_pots_plans():
     torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-3)
     uniform = pot_plan_of(uniform_masses(source), source, uniform_masses(target), target, 0.3**2)
     assert (transport - uniform).abs().max() > 0.05  # the class ratios move the plan far beyond that tolerance
+
+
+def pot_unbalanced_plan_of(a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, eps: float, rho: float) -> torch.Tensor:
+    import ot
+
+    return ot.unbalanced.sinkhorn_unbalanced(a, b, 0.5 * torch.cdist(x, y) ** 2, eps, rho, method="sinkhorn_stabilized",
+                                             numItermax=100000, stopThr=1e-13)
+
+
+@pytest.mark.parametrize("reach", [0.5, 1.0])
+def test_unbalanced_sinkhorn_gradient_is_the_envelope_gradient_from_pots_plans_where_geomlosss_own_is_not(reach):
+    r"""dS/dx_i = sum_j P_ij (x_i - y_j) - sum_k Q_ik (x_i - x_k) and dS/dy_j = sum_i P_ij (y_j - x_i) - sum_l R_jl (y_j - y_l),
+    P, Q, R POT's unbalanced plans (KL marginal penalty rho = reach^2). GeomLoss differentiates its damped last step,
+    which misses this by about eps/rho relative; the loss gives the envelope gradient from GeomLoss's potentials."""
+    source, target = points(6, seed=2), points(5, seed=3, shift=0.4)
+    masses, uniform = sample_masses(RATIOS, labels(6)), uniform_masses(target)
+    loss = build("sinkhorn", reach=reach, normalize_features=False)
+    loss.scaling = 0.99
+    x, y = source.clone().requires_grad_(), target.clone().requires_grad_()
+    value = loss(x, y, blur=0.3, grl_strength=0.0, source_masses=masses)
+    gradient_x, gradient_y = torch.autograd.grad(value, (x, y))
+    eps, rho = 0.3**2, reach**2
+    transport = pot_unbalanced_plan_of(masses, source, uniform, target, eps, rho)
+    source_self = pot_unbalanced_plan_of(masses, source, masses, source, eps, rho)
+    target_self = pot_unbalanced_plan_of(uniform, target, uniform, target, eps, rho)
+    expected_x = (transport.sum(1, keepdim=True) * source - transport @ target) - (source_self.sum(1, keepdim=True) * source - source_self @ source)
+    expected_y = (transport.sum(0)[:, None] * target - transport.T @ source) - (target_self.sum(1, keepdim=True) * target - target_self @ target)
+    torch.testing.assert_close(gradient_x, expected_x, rtol=0, atol=1e-3)
+    torch.testing.assert_close(gradient_y, expected_y, rtol=0, atol=1e-3)
+    raw = SamplesLoss("sinkhorn", p=2, blur=0.3, reach=reach, scaling=0.99, diameter=loss.diameter(source, target, 0.3), backend="tensorized")
+    x = source.clone().requires_grad_()
+    (geomloss_x,) = torch.autograd.grad(raw(masses, x, uniform, target), x)
+    assert value.item() == pytest.approx(raw(masses, source, uniform, target).item(), rel=1e-12)  # the value is GeomLoss's
+    assert (geomloss_x - expected_x).abs().max() > 5e-3  # and GeomLoss's own gradient misses by more than 5x the tolerance
 
 
 @pytest.mark.parametrize("variant", ["energy", "gaussian", "laplacian", "dann"])

@@ -31,6 +31,7 @@ from geomloss import SamplesLoss
 from torch import nn
 
 from galaxy_da.losses.features import masses_or_uniform, prepare_features, uniform_masses
+from galaxy_da.losses.unbalanced import with_envelope_gradient
 from galaxy_da.registries import ALIGNMENT_METHODS
 
 if TYPE_CHECKING:
@@ -81,15 +82,19 @@ class GeomLossAlignment(nn.Module):
         points = torch.cat([source, target]).detach()
         return max(float((points.max(0).values - points.min(0).values).norm()), blur)
 
+    def samples_loss(self, blur: float, diameter: float | None, **options) -> SamplesLoss:
+        return SamplesLoss(self.geomloss_name, p=2, blur=blur, reach=self.reach, scaling=self.scaling, diameter=diameter,
+                           backend="tensorized", **options)
+
+    def divergence(self, a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, blur: float) -> torch.Tensor:
+        """The loss of masses ``a`` (n,) on points ``x`` (n, d) against ``b`` (m,) on ``y`` (m, d), a scalar."""
+        return self.samples_loss(blur, self.diameter(x, y, blur))(a, x, b, y)
+
     def forward(
         self, source: torch.Tensor, target: torch.Tensor, *, blur: float, grl_strength: float, source_masses: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         source, target = prepare_features(source, target, self.normalize_features)
-        divergence = SamplesLoss(
-            self.geomloss_name, p=2, blur=blur, reach=self.reach, scaling=self.scaling,
-            diameter=self.diameter(source, target, blur), backend="tensorized",
-        )
-        return divergence(masses_or_uniform(source, source_masses), source, uniform_masses(target), target)
+        return self.divergence(masses_or_uniform(source, source_masses), source, uniform_masses(target), target, blur)
 
 
 class SinkhornAlignment(GeomLossAlignment):
@@ -106,10 +111,22 @@ class SinkhornAlignment(GeomLossAlignment):
 
     Small blur -> Wasserstein-2 (squared, halved); blur much larger than the data ->
     :math:`\tfrac12\lVert\mu_s-\mu_t\rVert^2` (mean matching only).
+
+    With ``cfg.reach`` GeomLoss's gradient is not its value's (:mod:`galaxy_da.losses.unbalanced`): the value is
+    GeomLoss's, the gradient the envelope gradient from its converged plans (three more potential solves).
     """
 
     geomloss_name = "sinkhorn"
     uses_diameter = True
+
+    def divergence(self, a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, blur: float) -> torch.Tensor:
+        if self.reach is None:
+            return super().divergence(a, x, b, y, blur)  # balanced: GeomLoss's gradient is the envelope gradient
+        diameter = self.diameter(x, y, blur)
+        with torch.no_grad():
+            value = self.samples_loss(blur, diameter)(a, x.detach(), b, y.detach()).detach()
+        solve = self.samples_loss(blur, diameter, debias=False, potentials=True)
+        return with_envelope_gradient(value, solve, a, x, b, y, epsilon=blur**2)
 
 
 class EnergyAlignment(GeomLossAlignment):
