@@ -69,7 +69,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--time-min", type=int, default=240, help="time limit in minutes (default: %(default)s)")
     parser.add_argument("--port", type=int, default=6379, help="the Ray head's port (default: %(default)s)")
     parser.add_argument("--wait", action="store_true", help="wait for the job and show its output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.script.is_file():
+        parser.error(f"{args.script}: no such sweep script")
+    return args
 
 
 def make_executor(args: argparse.Namespace) -> submitit.AutoExecutor:
@@ -83,8 +86,6 @@ def make_executor(args: argparse.Namespace) -> submitit.AutoExecutor:
 
 def submit(args: argparse.Namespace) -> submitit.Job:
     script = args.script.resolve()
-    if not script.is_file():
-        raise FileNotFoundError(f"{script}: no such sweep script")
     job = RaySweepJob([sys.executable, str(script), *args.script_args], str(Path.cwd()), args.port, args.cpus_per_node, args.gpus_per_node)
     return make_executor(args).submit(job)
 

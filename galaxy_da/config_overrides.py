@@ -18,14 +18,28 @@ from galaxy_da.config_trial import TrialConfig
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"align.topk=8"`` -> ``("align.topk", 8)``; the value is parsed as YAML."""
+    """``"align.topk=8"`` -> ``("align.topk", 8)``; the value is parsed as YAML (invalid YAML is a :class:`ConfigError`)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected dotted.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():
+        return key, None
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({yaml_problem(exc)})") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: what went wrong and the column of the value where it did."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    return f"{problem} at column {mark.column + 1}" if mark is not None else problem
 
 
 Overrides = Union[dict[str, Any], list[str], None]

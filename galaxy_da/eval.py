@@ -329,7 +329,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", required=True, help="MLflow run id of a trained trial")
     parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     parser.add_argument("--data", help="dataset path or URI (default: the one the run was trained on)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: %(default)s")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="the run's checkpoint to evaluate: best (best.pt, the epoch its label-free selection.rule chose) "
+        "or last (last.pt, the last epoch it trained) (default: %(default)s)",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to evaluate, whatever the run trained on (default: %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log metrics and plots back to the run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every metric to this JSON file")

@@ -6,7 +6,8 @@ config errors come back at once. :mod:`galaxy_da.cli` dispatches to them;
 modules with their own ``python -m`` entry (:mod:`galaxy_da.eval`,
 :mod:`galaxy_da.report`) call :func:`standalone` and never import the dispatcher;
 the sweep scripts call :func:`guarded`, so every entry point reports a user's
-error the same way: one line, no traceback.
+error the same way: one line, no traceback. Each parses with :func:`parse_arguments`,
+so dotted overrides may come before, between or after the flags.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DatasetError, StoreError, FileNotFoundError, FileExistsError, LookupError, ValueError)
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Flags and positionals in any order (``model.width=4 --config c.yaml optim.epochs=2``), where the parser allows it.
+
+    argparse's intermixed parsing refuses a parser with a ``REMAINDER`` (or sub-command)
+    positional, whose words are another program's to read: such a parser parses as usual.
+    """
+    try:
+        return parser.parse_intermixed_args(argv)
+    except TypeError:  # raised before any word is read: a REMAINDER or sub-command positional
+        return parser.parse_args(argv)
+
+
 def guarded(prog: str, work: Callable[[], int]) -> int:
     """``work()``'s exit status; a user error instead prints ``<prog>: error: <message>`` and gives 2."""
     for key, value in QUIET_MLFLOW.items():
@@ -52,4 +65,4 @@ def standalone(prog: str, module: ModuleType, description: str, argv: Optional[l
     """``python -m galaxy_da.<module>``: the module's own flags, the same error handling as ``galaxy-da``."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     module.configure(parser)
-    return run_safely(prog, module, parser.parse_args(argv))
+    return run_safely(prog, module, parse_arguments(parser, argv))

@@ -9,9 +9,13 @@ from pathlib import Path
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 
 
+def sweep_names() -> list[str]:
+    """The sweeps of ``sweeps/``, by name."""
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    names = sorted(p.stem for p in SWEEPS_DIR.glob("*.py") if not p.stem.startswith("_"))
-    parser.add_argument("sweep", help=f"a sweep in sweeps/ ({', '.join(names)}) or a path to a sweep script")
+    parser.add_argument("sweep", help=f"a sweep in sweeps/ ({', '.join(sweep_names())}) or a path to a sweep script")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the sweep's own flags, e.g. --smoke-test --num-samples 8")
 
 
@@ -20,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     script = Path(args.sweep) if args.sweep.endswith(".py") else SWEEPS_DIR / f"{args.sweep}.py"
     if not script.is_file():
-        raise FileNotFoundError(f"{script}: no such sweep script")
+        raise FileNotFoundError(f"{script}: no such sweep script; the sweeps are {', '.join(sweep_names())}, or give a path to a script")
     sys.argv = [str(script), *args.args]
     try:
         runpy.run_path(str(script), run_name="__main__")

@@ -3,12 +3,15 @@
 One progress line per epoch, then what came of it: the best epoch (epochs
 numbered from 1, :mod:`galaxy_da.epoch_numbers`) and which epochs were warm-up,
 where the run was logged (store, experiment, run id), a JSON line for scripts,
-and the next command to run.
+and the next command to run. ``--resume`` without a ``last.pt`` to continue from
+is refused; Ctrl-C ends with one line naming the checkpoint folder and the
+command that resumes it (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -57,14 +60,54 @@ def closing_lines(cfg: "TrialConfig", outcome: "TrialOutcome", tracked: bool, ch
     return lines
 
 
+def check_resume(args: argparse.Namespace) -> None:
+    """Refuse ``--resume`` that has no ``last.pt`` to continue from: it would silently start over from epoch 1."""
+    from galaxy_da.checkpoint import LAST
+    from galaxy_da.config import ConfigError
+
+    if not args.resume:
+        return
+    if args.checkpoint_dir is None:
+        raise ConfigError(f"--resume needs --checkpoint-dir: the folder holding the interrupted run's {LAST} "
+                          "(without it, checkpoints go to a fresh temporary folder)")
+    if not (args.checkpoint_dir / LAST).is_file():
+        raise ConfigError(f"--resume: no {args.checkpoint_dir / LAST}; point --checkpoint-dir at the folder holding the interrupted run's {LAST}")
+
+
+def resume_command(args: argparse.Namespace, checkpoint_dir: Path) -> str:
+    """The ``galaxy-da train`` command that continues this one from ``checkpoint_dir/last.pt``."""
+    words = ["galaxy-da", "train", *(["--config", str(args.config)] if args.config else []), *args.overrides]
+    words += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    words += ["--no-track"] if args.no_track else []
+    return shlex.join([*words, "--checkpoint-dir", str(checkpoint_dir), "--resume"])
+
+
+def interrupted_line(args: argparse.Namespace, checkpoint_dir: Path) -> str:
+    """What Ctrl-C prints: where the checkpoints are and how to go on, or that there is nothing to go on from."""
+    from galaxy_da.checkpoint import LAST
+
+    if not (checkpoint_dir / LAST).is_file():
+        return f"interrupted before the first epoch ended; nothing to resume ({checkpoint_dir} holds no {LAST})"
+    return f"interrupted; checkpoints in {checkpoint_dir}; resume with: {resume_command(args, checkpoint_dir)}"
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
+    import tempfile
+
     from galaxy_da.config import load_config
 
+    check_resume(args)
     cfg = load_config(args.config, args.overrides)  # before torch is imported: a config error comes back at once
     if args.tracking_uri:
         cfg.tracking.tracking_uri = args.tracking_uri
-    from galaxy_da.trial import run_trial
+    checkpoint_dir = args.checkpoint_dir or Path(tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))  # named here, so Ctrl-C can name it
+    try:
+        from galaxy_da.trial import run_trial
 
-    result = run_trial(cfg, track=not args.no_track, checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=True)
-    print("\n".join(closing_lines(cfg, result, tracked=not args.no_track, checkpoint_dir=args.checkpoint_dir)))
+        result = run_trial(cfg, track=not args.no_track, checkpoint_dir=checkpoint_dir, resume=args.resume, progress=True)
+    except KeyboardInterrupt:
+        print(interrupted_line(args, checkpoint_dir), file=sys.stderr)
+        return 130
+    print("\n".join(closing_lines(cfg, result, tracked=not args.no_track, checkpoint_dir=checkpoint_dir)))
     return 0

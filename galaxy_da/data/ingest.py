@@ -257,6 +257,20 @@ class DomainIngest:
 
 
 # ---------------------------------------------------------------- entry point
+def check_arguments(source_images: Path, target_images: Path, out: Path, *, size: int | None, shard_rows: int, overwrite: bool) -> None:
+    """Refuse what would fail only after every image is decoded, naming the flag (and keyword) at fault."""
+    for flag, folder in (("--source-images / source_images", source_images), ("--target-images / target_images", target_images)):
+        if not Path(folder).is_dir():
+            problem = "not a folder" if Path(folder).exists() else "no such folder"
+            raise FileNotFoundError(f"{flag} {folder}: {problem}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (pass --overwrite / overwrite=True to replace it)")
+    if size is not None and size < 1:
+        raise ValueError(f"--size / size must be >= 1, got {size}")
+    if shard_rows < 1:
+        raise ValueError(f"--shard-rows / shard_rows must be >= 1, got {shard_rows}")
+
+
 def ingest(
     source_images: Path,
     source_labels: Path,
@@ -280,16 +294,15 @@ def ingest(
     Bad rows never raise: they go to ``<out>.rejects.csv`` (columns
     domain, row, object_id, image, reason, detail) and to the manifest's
     provenance. Malformed tables (unknown file type, a missing id or
-    classification column) raise ``ValueError``. Callers decide what a reject
+    classification column) raise ``ValueError``; a missing image folder, an
+    existing ``out`` without ``overwrite`` and an impossible ``size`` or
+    ``shard_rows`` raise before any image is read. Callers decide what a reject
     fraction above ``max_reject_fraction`` means (``report.ok()``). With
     ``progress`` (and no ``GALAXY_DA_NO_PROGRESS`` in the environment) a bar runs
     over each domain's images and ``report.summary()`` is printed at the end.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite to replace it)")
-    if size is not None and size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+    check_arguments(source_images, target_images, out, size=size, shard_rows=shard_rows, overwrite=overwrite)
     progress = progress and not os.environ.get("GALAXY_DA_NO_PROGRESS")
     domains = {
         "source": DomainIngest("source", source_images, source_labels),

@@ -10,7 +10,7 @@ one named by ``target`` (``data.target``; default
 :data:`~galaxy_da.data.schema.DEFAULT_TARGET`) wherever a caller asks for the
 ``target`` domain, so training, selection and evaluation code never names a survey.
 
-Two views enforce the target-label guard (DESIGN principle 4):
+Two views enforce the target-label guard (target labels never reach training or model selection):
 
 * :meth:`ShardDataset.training_view` serves source images with labels and
   target images **without** labels. It has no method that returns target labels.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterator, Optional
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 from galaxy_da.data.errors import DatasetError
 from galaxy_da.data import manifest as manifests
 from galaxy_da.data.integrity import read_shard
-from galaxy_da.data.schema import DEFAULT_TARGET, DOMAIN_SPLITS, MANIFEST_NAME, READABLE_SCHEMA_VERSIONS
+from galaxy_da.data.schema import DEFAULT_TARGET, DOMAIN_SPLITS, MANIFEST_NAME
 
 __all__ = ["DatasetError", "ImageSet", "LabelGuardError", "ShardDataset", "cached_reads"]
 
@@ -98,6 +97,20 @@ def decode_images(column: pa.ChunkedArray | pa.Array, image_shape: tuple[int, ..
     flat = np.concatenate(views) if len(views) != 1 else views[0].copy()
     return flat.reshape(-1, *image_shape)
 
+# The flags that render each dataset the configs name, keyed by its folder's name: data/quality (configs/benchmark.yaml,
+# sweep_topk, sweep_schedules, ...) as bench/quality.py renders it, data/label_shift (configs/sweep_label_shift.yaml) as
+# bench/label_shift_study.py does; data/synth (configs/smoke.yaml and the method configs) is synth's defaults.
+SYNTH_RECIPES = {
+    "quality": "--n-source 3000 --n-target 2500 --targets sdss",
+    "label_shift": "--n-source 3000 --n-target 2500 --targets sdss desi",
+}
+
+
+def synth_command(uri: str) -> str:
+    """The ``galaxy-da synth`` command that renders the dataset a config expects at ``uri`` (synth's defaults elsewhere)."""
+    recipe = SYNTH_RECIPES.get(uri.rstrip("/").rsplit("/", 1)[-1])
+    return f"galaxy-da synth --out {uri}" + (f" {recipe}" if recipe else "")
+
 
 class ShardDataset:
     """A finished dataset: ``manifest.json`` + ``<domain>/part-NNNNN.parquet`` (target shards tagged with their survey).
@@ -133,22 +146,14 @@ class ShardDataset:
         if info.type != pafs.FileType.File:
             partial = self.filesystem.get_file_info(f"{self.root}.partial")
             hint = " (a '.partial' folder exists: the write did not finish)" if partial.type != pafs.FileType.NotFound else ""
-            hint = hint or f" (render one with `galaxy-da synth --out {self.uri}`, or point --data / data.path at a dataset)"
+            hint = hint or f" (render one with `{synth_command(self.uri)}`, or point --data / data.path at a dataset)"
             raise DatasetError(f"{self.uri}: no {MANIFEST_NAME}; not a finished dataset{hint}")
         return self._read_bytes(MANIFEST_NAME)
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The manifest as version 2 (:mod:`galaxy_da.data.manifest`), checked for self-consistency."""
-        manifest = json.loads(self.manifest_bytes)
-        if manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-            raise DatasetError(
-                f"{self.uri}/{MANIFEST_NAME}: schema_version {manifest.get('schema_version')} unsupported "
-                f"(this galaxy-da reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
-            )
-        manifest = manifests.upgraded(manifest)
-        manifests.check(manifest, self.uri)
-        return manifest
+        return manifests.load(self.manifest_bytes, self.uri)
 
     @property
     def targets(self) -> dict[str, dict[str, Any]]:

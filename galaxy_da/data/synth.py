@@ -246,7 +246,7 @@ def generate(
     """
     params = replace(params or SynthParams(), seed=seed, n_source=n_source, n_target=n_target, size=size)
     params = params.with_targets(list(params.targets) if targets is None else targets)
-    validate(params, workers)
+    validate(params, workers, shard_rows)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")

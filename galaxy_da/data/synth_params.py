@@ -148,13 +148,14 @@ class SynthParams:
         return replace(self, targets={name: self.targets[name] for name in names})
 
 
-def validate(params: SynthParams, workers: int = 1) -> None:
-    """Reject impossible options, naming the CLI flag at fault."""
+def validate(params: SynthParams, workers: int = 1, shard_rows: int = 1) -> None:
+    """Reject impossible options, naming the CLI flag at fault, before anything is rendered."""
     problems = {
         "--size": (params.size >= MIN_SIZE, f"must be >= {MIN_SIZE}, got {params.size}"),
         "--n-source": (params.n_source >= len(CLASS_NAMES), f"must be >= {len(CLASS_NAMES)} (one per class), got {params.n_source}"),
         "--n-target": (params.n_target >= len(CLASS_NAMES), f"must be >= {len(CLASS_NAMES)} (one per class), got {params.n_target}"),
         "--workers": (workers >= 1, f"must be >= 1, got {workers}"),
+        "--shard-rows": (shard_rows >= 1, f"must be >= 1, got {shard_rows}"),
         "--targets": (bool(params.targets), f"must name at least one of {', '.join(TARGET_SURVEYS)}"),
     }
     failed = [f"{flag} {message}" for flag, (ok, message) in problems.items() if not ok]

@@ -71,7 +71,7 @@ class DatasetWriter:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.out = Path(out)
         if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out}: already exists (pass overwrite to replace it)")
+            raise FileExistsError(f"{self.out}: already exists (pass --overwrite / overwrite=True to replace it)")
         self.partial = self.out.with_name(self.out.name + ".partial")
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)

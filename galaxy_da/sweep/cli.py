@@ -64,7 +64,8 @@ def parser(description: Optional[str], num_samples: int, searcher: str, config: 
     p.add_argument("--name", help="sweep name; resume finds the sweep by it (default: the script's)")
     p.add_argument("--address", help="Ray address: auto joins the node's running cluster (default: $RAY_ADDRESS, else a fresh local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs Ray reserves for each trial (each worker of a multi-worker trial), also its torch threads (default: %(default)s)")
     p.add_argument("--searcher", default=searcher, help="optuna | random (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
     p.add_argument(
@@ -122,11 +123,11 @@ def main(
     missing or corrupted dataset, a sweep of that name that exists, a store, dataset
     or storage folder the cluster's other hosts cannot reach.
     """
-    from galaxy_da.commands import guarded
+    from galaxy_da.commands import guarded, parse_arguments
 
     config = config or base_config_path(name)
     cli = parser(description, num_samples, searcher, config, scheduler)
-    args = cli.parse_args(argv)
+    args = parse_arguments(cli, argv)  # overrides before or after the flags
     return guarded(cli.prog, lambda: run(name, space, smoke_space, config, args, prune, num_samples, mutations))
 
 

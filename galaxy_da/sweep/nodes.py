@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", required=True, help="the head's hostname or address")
     parser.add_argument("--port", type=int, default=6379, help="the head's GCS port (default: %(default)s)")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs this node offers (default: all)")
-    parser.add_argument("--num-gpus", type=int, default=0)
+    parser.add_argument("--num-gpus", type=int, default=0, help="GPUs this node offers (default: %(default)s)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the command rank 0 runs, e.g. python sweeps/topk.py ...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
