@@ -63,5 +63,9 @@ ui-deps:
 ui-check: $(STAMP)
 	$(PY) bench/ui_screenshots.py
 
+# Removes the venv, the demo's data, the smoke sweeps' data (data/smoke, data/smoke-<targets>), the MLflow
+# store and ray_results/: the sweep state there names the store's parent runs, and a same-named sweep would
+# refuse to start ("a sweep named ... exists; resume it") after the store was gone.
 clean:
-	rm -rf $(VENV) data/synth data/synth.partial mlflow/mlflow.db mlflow/artifacts
+	rm -rf $(VENV) data/synth data/synth.partial data/smoke data/smoke.partial data/smoke-* \
+	  mlflow/mlflow.db mlflow/artifacts ray_results

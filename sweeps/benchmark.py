@@ -1,9 +1,14 @@
 """The quality study as a sweep: every recipe of galaxy_da.recipes x 3 seeds, no pruning.
 
 Same base trial as bench/quality.py (configs/benchmark.yaml). The target-oracle
-upper bound trains on a target-as-source copy of the data: run this sweep once
-more with --data pointing at that copy and `align=source_only` (see
-bench/quality.py, which also evaluates every run on target labels).
+upper bound is not a recipe of this sweep: it trains without alignment on a
+target-as-source copy of the data (bench/quality.py writes it to
+data/quality-target-as-source), one run per seed S (BENCHMARKS.md, the quality
+table's "Reproduce a row"):
+
+    galaxy-da train --config configs/benchmark.yaml data.path=data/quality-target-as-source align.method=none seed=S
+
+bench/quality.py runs it and evaluates every run on target labels.
 
     python sweeps/benchmark.py --smoke-test
     python sweeps/benchmark.py --data data/quality --max-concurrent 2

@@ -44,8 +44,9 @@ def longest_warmup(base: dict[str, Any], settings: SweepSettings) -> int:
 def grace_period(base: dict[str, Any], settings: SweepSettings) -> int:
     """ASHA's first rung, in epochs: by default the first epoch after the longest warm-up in the space.
 
-    A rung inside warm-up would compare trials before their alignment has run
-    (DESIGN principle 9), so an explicit grace period that short is refused.
+    A rung inside warm-up would compare trials before their alignment has run (a
+    sweep judges what it varies only once it has had an effect), so an explicit
+    grace period that short is refused.
     """
     warmup = longest_warmup(base, settings)
     if settings.grace_period is None:
