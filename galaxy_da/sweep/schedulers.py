@@ -119,14 +119,30 @@ SCHEDULERS: dict[str, Callable[[dict[str, Any], SweepSettings], Any]] = {"asha":
 POPULATION_SCHEDULERS = ("pbt", "pb2")
 
 
+def compares_trials(base: dict[str, Any], settings: SweepSettings) -> bool:
+    """Whether the scheduler acts on one trial's score against another's: PBT/PB2 always, ASHA when it can cut
+    before the last epoch (a grace period of ``optim.epochs`` is a sweep without pruning)."""
+    return settings.scheduler in POPULATION_SCHEDULERS or grace_period(base, settings) < base["optim"]["epochs"]
+
+
+def check_comparable_targets(base: dict[str, Any], settings: SweepSettings) -> None:
+    """Refuse a scheduler that would rank trials of different target surveys against each other: every label-free
+    score reads the target's unlabelled images, so scores on two surveys do not compare."""
+    targets = search_space.values_of(base, settings.space, "data.target")
+    if len(targets) > 1 and compares_trials(base, settings):
+        raise ConfigError(f"search space varies data.target over {targets}: label-free scores on different target surveys do not "
+                          f"compare, so {settings.scheduler} must not rank those trials against each other; sweep without pruning "
+                          "(--grace-period 0), or run one sweep per target")
+
+
 def check_scheduler(base: dict[str, Any], settings: SweepSettings) -> None:
     """Refuse a bad scheduler choice before anything starts."""
     if settings.scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler {settings.scheduler!r}: choose from {sorted(SCHEDULERS)}")
+    check_comparable_targets(base, settings)
     if settings.scheduler == "asha":
         if settings.synchronous:
             raise ConfigError("--synchronous is a pbt/pb2 setting: asha has no perturbation points to wait at")
-        grace_period(base, settings)
         return
     if settings.searcher != "random":
         raise ConfigError(f"scheduler {settings.scheduler!r} evolves its own population: use searcher='random' (got {settings.searcher!r})")
