@@ -143,6 +143,7 @@ def check_scheduler(base: dict[str, Any], settings: SweepSettings) -> None:
     if settings.scheduler == "asha":
         if settings.synchronous:
             raise ConfigError("--synchronous is a pbt/pb2 setting: asha has no perturbation points to wait at")
+        grace_period(base, settings)
         return
     if settings.searcher != "random":
         raise ConfigError(f"scheduler {settings.scheduler!r} evolves its own population: use searcher='random' (got {settings.searcher!r})")
