@@ -81,7 +81,7 @@ class SweepReport:
     sort_rule: str
     skipped: dict[str, str]  # child run id -> why it has no evaluation
     baselines: dict[str, dict[str, float]]  # target survey -> majority-class predictor on its test split
-    sweep_pick: Optional[str] = None  # the sweep's own best run (parent tag best_run_id), if it finished
+    sweep_picks: tuple[str, ...] = ()  # the sweep's own best run, one per target survey (parent tags best_run_id[/<target>])
 
     @property
     def targets(self) -> list[str]:
@@ -131,11 +131,12 @@ def evaluate_children(children: list, tracking_uri: str, force: bool, echo: bool
     return metrics, skipped
 
 
-def mark_picks(rows: list[dict[str, Any]], sweep_pick: Optional[str], sort_column: str) -> None:
-    """Fill each row's :data:`PICK_COLUMN`: the sweep's own pick, and the full-split pick (the first row, if scored)."""
-    full_split_pick = rows[0]["run_id"] if rows and math.isfinite(rows[0][sort_column]) else None
+def mark_picks(rows: list[dict[str, Any]], sweep_picks: tuple[str, ...], sort_column: str) -> None:
+    """Fill each row's :data:`PICK_COLUMN`: the sweep's own picks, and each target survey's full-split pick (its first
+    row, if scored)."""
+    full_split_picks = {members[0]["run_id"] for members in by_target(rows).values() if math.isfinite(members[0][sort_column])}
     for row in rows:
-        picks = [label for label, run_id in ((SWEEP_PICK, sweep_pick), (FULL_SPLIT_PICK, full_split_pick)) if run_id == row["run_id"]]
+        picks = [label for label, chosen in ((SWEEP_PICK, sweep_picks), (FULL_SPLIT_PICK, full_split_picks)) if row["run_id"] in chosen]
         row[PICK_COLUMN] = " + ".join(picks)
 
 
@@ -174,21 +175,22 @@ def build_report(parent_run_id: str, tracking_uri: Optional[str] = None, force: 
     metrics, skipped = evaluate_children(children, tracking_uri, force, echo, progress)
     rows = [leaderboard_row(run, metrics[run.info.run_id]) for run in children if run.info.run_id in metrics]
     sort_rule = children[0].data.tags.get("selection_rule", "src_val")
-    return assemble_report(parent_run_id, rows, metrics, sort_rule, skipped, parent.data.tags.get("best_run_id"))
+    picks = tuple(value for key, value in sorted(parent.data.tags.items()) if key == "best_run_id" or key.startswith("best_run_id/"))
+    return assemble_report(parent_run_id, rows, metrics, sort_rule, skipped, picks)
 
 
 def assemble_report(parent_run_id: str, rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]], sort_rule: str,
-                    skipped: dict[str, str], sweep_pick: Optional[str]) -> SweepReport:
+                    skipped: dict[str, str], sweep_picks: tuple[str, ...]) -> SweepReport:
     """The report of evaluated leaderboard ``rows`` (``metrics``: each run's ``eval/`` metrics): rows sorted by
     ``sort_rule`` with the picks marked, seed groups, and each target survey's regrets and majority baseline."""
     sort_column = score_column(sort_rule)
     rows = sorted(rows, key=lambda r: -r[sort_column] if math.isfinite(r[sort_column]) else math.inf)
-    mark_picks(rows, sweep_pick, sort_column)
+    mark_picks(rows, sweep_picks, sort_column)
     targets = by_target(rows)
     regret = {target: {rule: selection_regret(members, score_column(rule)) for rule in SELECTION_RULES} for target, members in targets.items()}
     baselines = {target: {key: metrics[members[0]["run_id"]].get(key, math.nan) for key in BASELINE_METRICS} for target, members in targets.items()}
     groups = seed_groups(rows, metrics, shown_tags(rows))
-    return SweepReport(parent_run_id, rows, groups, regret, sort_rule, skipped, baselines, sweep_pick)
+    return SweepReport(parent_run_id, rows, groups, regret, sort_rule, skipped, baselines, sweep_picks)
 
 
 # --------------------------------------------------------------------------- writing
@@ -256,10 +258,12 @@ def picks_sentence(report: SweepReport) -> str:
     rule = f"`{report.sort_rule}`"
     marked = {pick: row for row in report.rows for pick in row[PICK_COLUMN].split(" + ") if pick}
     sweep, full = marked.get(SWEEP_PICK), marked.get(FULL_SPLIT_PICK)
-    if report.sweep_pick is None:
+    if not report.sweep_picks:
         return "The parent run has no `best_run_id` tag (a sweep sets it when every trial has ended): only the full-split pick is marked."
+    if len(report.targets) > 1:
+        return f"Picks are made within each target survey (tags `best_run_id/<target>`): {SWEEP_PICK} and {FULL_SPLIT_PICK} are marked per survey."
     if sweep is None:
-        return f"The sweep's pick, run {report.sweep_pick}, has no evaluation (see the end of this report): only the full-split pick is marked."
+        return f"The sweep's pick, run {report.sweep_picks[0]}, has no evaluation (see the end of this report): only the full-split pick is marked."
     if full is None:
         return f"No run has a finite {rule} score on the full splits: only the sweep's pick, {run_label(sweep)}, is marked."
     if sweep is full:

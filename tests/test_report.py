@@ -11,8 +11,8 @@ import pytest
 from galaxy_da import cli
 from galaxy_da.config import load_config
 from galaxy_da.report import (
-    ORACLE_COLUMN, TARGET_COLUMN, assemble_report, leaderboard_columns, leaderboard_row, mean_interval, regret_metrics, score_column,
-    selection_regret, to_markdown,
+    FULL_SPLIT_PICK, ORACLE_COLUMN, PICK_COLUMN, SWEEP_PICK, TARGET_COLUMN, assemble_report, leaderboard_columns, leaderboard_row,
+    mean_interval, regret_metrics, score_column, selection_regret, to_markdown,
 )
 from galaxy_da.selection import SELECTION_RULES
 from galaxy_da.tracking import ensure_experiment
@@ -50,7 +50,7 @@ def logged_run(run_id: str, target: str, tags: dict[str, str]):
     return Run(info, RunData(params=[Param("data.target", target)], tags=[RunTag(k, v) for k, v in tags.items()]))
 
 
-def target_sweep_report(targets: dict[str, str]):
+def target_sweep_report(targets: dict[str, str], sweep_picks: tuple[str, ...] = ("c",)):
     """The report of runs ``{run id: target}`` whose src_val score and ORACLE macro-F1 are set by hand below."""
     scores = {"a": (0.90, 0.60), "b": (0.80, 0.70), "c": (0.95, 0.30), "d": (0.70, 0.50)}
     majority = {"sdss": 0.29, "desi": 0.25}
@@ -60,7 +60,7 @@ def target_sweep_report(targets: dict[str, str]):
     }
     runs = [logged_run(run, target, {"method": "laplacian", "seed": "0", "config_hash_noseed": run}) for run, target in targets.items()]
     rows = [leaderboard_row(run, metrics[run.info.run_id]) for run in runs]
-    return assemble_report("parent", rows, metrics, "src_val", {}, sweep_pick="c")
+    return assemble_report("parent", rows, metrics, "src_val", {}, sweep_picks=sweep_picks)
 
 
 def test_a_sweep_over_targets_is_compared_within_each_target():
@@ -77,6 +77,13 @@ def test_a_sweep_over_targets_is_compared_within_each_target():
     assert "`run-a` (a)" in lines["sdss"] and "`run-b` (b)" in lines["sdss"] and "0.2900" in lines["sdss"]
     assert "on each target survey's test split: desi: acc nan, macro_f1 0.2500" in markdown and "sdss: acc nan, macro_f1 0.2900" in markdown
     assert "regret on desi" in markdown and "regret on sdss" in markdown
+
+
+def test_each_target_survey_has_its_own_sweep_pick_and_full_split_pick():
+    report = target_sweep_report({"a": "sdss", "b": "sdss", "c": "desi", "d": "desi"}, sweep_picks=("c", "a"))
+    marks = {row["run_id"]: row[PICK_COLUMN] for row in report.rows}
+    assert marks == {"c": f"{SWEEP_PICK} + {FULL_SPLIT_PICK}", "a": f"{SWEEP_PICK} + {FULL_SPLIT_PICK}", "b": "", "d": ""}
+    assert "Picks are made within each target survey" in to_markdown(report)
 
 
 def test_a_sweep_on_one_target_reports_as_before():

@@ -28,6 +28,7 @@ from galaxy_da.tracking import EPOCH_METRIC, SCORED_ON_TAG
 TRIAL_TAG = "ray_trial_id"
 RETIRED_TAG = "retired"  # "true": a run left by a trial that restarted without a checkpoint (galaxy_da.sweep.trainable)
 VARIED_TAG_PREFIX = "sweep."
+TARGET_PATH = "data.target"  # a row's column when the space varies it
 MARKDOWN_COLUMNS = ("run", "status", "epochs", "best_epoch", "score", "run_id")
 
 
@@ -58,6 +59,24 @@ def leaderboard(client, experiment_id: str, parent_run_id: str, varied: Sequence
             SCORED_ON_TAG: run.data.tags.get(SCORED_ON_TAG, ""),
         })
     return sorted(rows, key=lambda row: (not math.isfinite(row["score"]), -row["score"] if math.isfinite(row["score"]) else 0))
+
+
+def sweep_picks(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The sweep's pick among ``rows`` (best first): its best-scored row, keyed by ``""``; or, when the space varied
+    ``data.target`` (the rows have that column), each target survey's best, keyed by survey. A label-free score
+    reads the target's unlabelled images, so scores on two surveys do not compare."""
+    scored = [row for row in rows if math.isfinite(row["score"])]
+    if not any(TARGET_PATH in row for row in rows):
+        return {"": scored[0]} if scored else {}
+    picks: dict[str, dict[str, Any]] = {}
+    for row in scored:
+        picks.setdefault(row[TARGET_PATH], row)
+    return picks
+
+
+def pick_key(name: str, target: str) -> str:
+    """A parent run's tag or metric for the pick of ``target``: ``best_run_id``, or ``best_run_id/desi`` per survey."""
+    return f"{name}/{target}" if target else name
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -7,14 +7,13 @@ or any pyarrow URI), so ``--resume`` re-opens the same parent run.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 from galaxy_da.config import TrialConfig, config_to_yaml
-from galaxy_da.sweep.leaderboard import leaderboard, plot_sweep_scores, to_markdown, write_csv
+from galaxy_da.sweep.leaderboard import leaderboard, pick_key, plot_sweep_scores, sweep_picks, to_markdown, write_csv
 from galaxy_da.sweep.schedulers import POPULATION_SCHEDULERS
 from galaxy_da.sweep.settings import SweepSettings
 from galaxy_da.sweep.ui_view import logged_metric_keys, save_sweep_view
@@ -144,13 +143,11 @@ def finish_parent_run(client, parent_run_id: str, cfg: TrialConfig, settings: Sw
         client.log_text(parent_run_id, to_markdown(rows, rule), "leaderboard.md")
         figure = save(plot_sweep_scores(rows, rule, f"sweep {settings.name}: {rule} per trial"), Path(tmp) / "sweep_scores.png")
         client.log_artifact(parent_run_id, str(figure), "plots")
-        scored = [row for row in rows if math.isfinite(row["score"])]
-        if scored:
-            best = scored[0]
-            best_config = client.download_artifacts(best["run_id"], "config.yaml", tmp)
-            client.log_text(parent_run_id, Path(best_config).read_text(), "best_config.yaml")
-            client.set_tag(parent_run_id, "best_run_id", best["run_id"])
-            client.log_metric(parent_run_id, "best/score", best["score"])
+        for target, best in sweep_picks(rows).items():  # one pick, or one per target survey
+            best_config = client.download_artifacts(best["run_id"], "config.yaml", tempfile.mkdtemp(dir=tmp))
+            client.log_text(parent_run_id, Path(best_config).read_text(), f"best_config{'_' + target if target else ''}.yaml")
+            client.set_tag(parent_run_id, pick_key("best_run_id", target), best["run_id"])
+            client.log_metric(parent_run_id, pick_key("best/score", target), best["score"])
     if settings.scheduler in POPULATION_SCHEDULERS:
         from galaxy_da.sweep.leaderboard import child_runs
         from galaxy_da.sweep.lineage import log_population

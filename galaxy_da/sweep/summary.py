@@ -9,24 +9,22 @@ scripts read.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from galaxy_da import strict_json
 from galaxy_da.config import TrialConfig
-from galaxy_da.sweep.leaderboard import to_markdown
+from galaxy_da.sweep.leaderboard import sweep_picks, to_markdown
 from galaxy_da.sweep.settings import SweepResult, SweepSettings
 from galaxy_da.tracking import ui_command
 
 
 def next_steps(result: SweepResult, experiment: str, parent_run_name: str, view: Optional[str] = None) -> str:
     """Three commands: open the UI on the store (and the sweep's view, its link ``view``), evaluate the best run, report the sweep."""
-    scored = [row for row in result.leaderboard if math.isfinite(row["score"])]
     lines = [f"look at the runs:   {ui_command(result.tracking_uri)}   (experiment {experiment!r}, parent run {parent_run_name!r})"]
     if view:
         lines.append(f"compare the trials: {view}   (the sweep's view, in the UI's Views menu)")
-    if scored:
-        lines.append(f"evaluate the best:  python -m galaxy_da.eval --run-id {scored[0]['run_id']}")
+    for target, best in sweep_picks(result.leaderboard).items():  # one per target survey when the sweep varied it
+        lines.append(f"evaluate the best{f' on {target}' if target else ''}:  python -m galaxy_da.eval --run-id {best['run_id']}")
     lines.append(f"report the sweep:   galaxy-da report --sweep {result.parent_run_id}")
     return "\n".join(lines)
 
