@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import runpy
+import shutil
 import socket
 import sqlite3
 import urllib.request
@@ -294,12 +295,16 @@ def test_a_crashing_trial_is_retried_then_failed_and_the_sweep_goes_on(toy_datas
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.tuner import run_sweep
 
+    corrupt = tmp_path / "corrupt"  # a manifest that opens, a source shard cut in half: the trial crashes reading it
+    shutil.copytree(toy_dataset, corrupt)
+    shard = sorted((corrupt / "source").glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     settings = SweepSettings(
-        name="crash", space={"data.path": {"grid": [str(toy_dataset), str(tmp_path / "missing")]}}, searcher="random",
+        name="crash", space={"data.path": {"grid": [str(toy_dataset), str(corrupt)]}}, searcher="random",
         num_samples=1, max_concurrent=2, num_cpus=2, max_failures=1, storage_path=str(tmp_path / "ray"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
-    result = run_sweep(small_config(toy_dataset, "crash"), settings)
+    result = run_sweep(small_config(toy_dataset, "crash", **{"data.verify_hashes": False}), settings)  # unchecked: found by the trial
     assert result.complete
     statuses = sorted(row["status"] for row in result.leaderboard)
     assert statuses == ["FAILED", "FINISHED"]  # one child run per trial, retries included
