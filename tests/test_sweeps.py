@@ -227,19 +227,6 @@ def test_label_shift_sweep_smoke_runs_a_weighted_trial_on_each_target(two_target
     assert "evaluate the best on sdss:" in done.stdout and "evaluate the best on desi:" in done.stdout
 
 
-def test_a_sweep_over_target_surveys_picks_a_best_run_in_each():
-    from galaxy_da.sweep.leaderboard import pick_key, sweep_picks
-
-    rows = [{"run_id": "a", "score": 0.9, "data.target": "desi"}, {"run_id": "b", "score": 0.8, "data.target": "sdss"},
-            {"run_id": "c", "score": 0.7, "data.target": "desi"}, {"run_id": "d", "score": float("nan"), "data.target": "sdss"}]
-    assert {target: row["run_id"] for target, row in sweep_picks(rows).items()} == {"desi": "a", "sdss": "b"}
-    assert {target: row["run_id"] for target, row in sweep_picks(rows[2:]).items()} == {"desi": "c"}  # sdss has no score
-    one = [{"run_id": "a", "score": 0.9}, {"run_id": "b", "score": 0.95}]
-    assert {target: row["run_id"] for target, row in sweep_picks(one).items()} == {"": "a"}  # rows come best first
-    assert sweep_picks([{"run_id": "a", "score": float("nan")}]) == {}
-    assert (pick_key("best_run_id", ""), pick_key("best_run_id", "desi")) == ("best_run_id", "best_run_id/desi")
-
-
 # --------------------------------------------------------------------------- a newcomer's first hour
 
 

@@ -65,28 +65,6 @@ def test_check_space_rejects_bad_paths_and_values_naming_the_path(space, named):
         search_space.check_space(TrialConfig().model_dump(mode="json"), space)
 
 
-@pytest.mark.parametrize("space", [{"selection.rule": {"grid": ["src_val", "entropy"]}},
-                                   {"selection": {"grid": {"a": {"rule": "entropy", "patience": 2}, "b": {"patience": 3}}}}])
-def test_a_space_may_not_vary_the_selection_rule_by_which_the_sweep_ranks_its_trials(space):
-    with pytest.raises(ConfigError, match=r"search space selection(\.rule)?: selection\.rule cannot vary within a sweep: .*select/<rule>"):
-        search_space.check_space(TrialConfig().model_dump(mode="json"), space)
-    search_space.check_space(TrialConfig().model_dump(mode="json"), {"selection.patience": {"grid": [2, 3]}})  # other selection keys may
-
-
-def test_trials_on_different_target_surveys_are_never_ranked_against_each_other_by_a_scheduler():
-    from galaxy_da.sweep.schedulers import check_scheduler
-    from galaxy_da.sweep.settings import SweepSettings
-
-    base = TrialConfig().model_dump(mode="json")
-    space = {"data.target": {"grid": ["sdss", "desi"]}, "optim.lr": {"grid": [1e-3, 2e-3]}}
-    epochs = base["optim"]["epochs"]
-    for pruning in (dict(scheduler="asha"), dict(scheduler="pbt", searcher="random")):
-        with pytest.raises(ConfigError, match=r"varies data\.target over \['sdss', 'desi'\]: .* do not compare, so (asha|pbt) must not rank"):
-            check_scheduler(base, SweepSettings(name="t", space=space, **pruning))
-    check_scheduler(base, SweepSettings(name="t", space=space, grace_period=epochs))  # no pruning: nothing is ranked mid-sweep
-    check_scheduler(base, SweepSettings(name="t", space={"optim.lr": {"grid": [1e-3, 2e-3]}}))  # one target: ASHA as usual
-
-
 def test_grid_needs_the_random_searcher():
     from galaxy_da.sweep.settings import SweepSettings
     from galaxy_da.sweep.tuner import build_searcher
