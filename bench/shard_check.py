@@ -7,7 +7,7 @@ the bytes already read are hashed) and once off; the two settings alternate,
 best of ``--repeats``. Also the bare sha256 throughput over the dataset's shards.
 
 Run: ``python bench/shard_check.py --data data/quality [--repeats 7] [--json bench/results/shard_check.json]``
-(``data/quality``: ``galaxy_da.data.synth.generate("data/quality", seed=0, n_source=3000, n_target=2500)``)
+(``data/quality``: ``galaxy-da synth --out data/quality --n-source 3000 --n-target 2500 --targets sdss``, as bench/quality.py renders it)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``galaxy-da demo``: the main job on the embedded default dataset.
+"""``galaxy-da demo``: a newcomer's first run: the synthetic benchmark in ``data/synth`` and a smoke sweep on it.
 
 It renders (or reuses) the synthetic benchmark, prints its summary and runs
 ``sweeps/topk.py --smoke-test`` on it in a process of its own. The sweep's
