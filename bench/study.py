@@ -174,8 +174,13 @@ def invocation_timings(previous_json: Path, protocol: int, this: dict[str, Any])
 
 
 def shown_command(command: str) -> str:
-    """``command`` with each absolute path inside the repository written relative to it (as :func:`shown`)."""
-    return " ".join(shown(Path(word)) if word.startswith("/") else word for word in command.split(" "))
+    """``command`` with each absolute path inside the repository written relative to it (as :func:`shown`), whether a
+    word of its own or the value of a ``key=/path`` override."""
+    def shown_word(word: str) -> str:
+        key, equals, value = word.rpartition("=")
+        return f"{key}{equals}{shown(Path(value))}" if value.startswith("/") else word
+
+    return " ".join(shown_word(word) for word in command.split(" "))
 
 
 def study_command(script: str, argv: list[str]) -> str:
@@ -204,6 +209,6 @@ def commands(results: list[dict[str, Any]], order: list[str]) -> str:
     for method in order:
         rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seed"])
         seeds = " ".join(str(r["seed"]) for r in rows)
-        command = rows[0]["command"].replace(f"seed={rows[0]['seed']}", "seed=S")
+        command = shown_command(rows[0]["command"].replace(f"seed={rows[0]['seed']}", "seed=S"))
         lines.append(f"- {method} (S in {seeds}): `{command}`")
     return "\n".join(lines)

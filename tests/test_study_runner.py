@@ -118,6 +118,9 @@ def test_a_resumed_study_keeps_the_timings_of_its_own_protocol_only(tmp_path):
     assert timing_text([first], "python bench/x.py").startswith("wall time 10.0 min for 4 jobs (")  # the heading's command: not repeated
     inside = {**first, "command": f"python bench/x.py --out {ROOT / 'bench' / 'results'} --data /elsewhere/data"}
     assert "run by `python bench/x.py --out bench/results --data /elsewhere/data`" in timing_text([inside], "python bench/x.py")
+    from study import shown_command
+
+    assert shown_command(f"galaxy-da train data.path={ROOT / 'data' / 'q'} out=/elsewhere seed=1") == "galaxy-da train data.path=data/q out=/elsewhere seed=1"
 
 
 @pytest.mark.slow
