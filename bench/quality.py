@@ -47,7 +47,7 @@ from paired import cell, paired_difference, per_seed, plot_per_seed  # noqa: E40
 from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, invocation_timings, outputs, parent_run, smoke_dataset,  # noqa: E402
                    smoke_overrides, study_command, timing_text, write_section)
 
-PROTOCOL = 2  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only
+PROTOCOL = 3  # 2: 10 paired seeds for the key rows, shared-normalisation rows, oracle on scored epochs only; 3: shared statistics over every image (ChannelStats.of)
 F1 = "eval/tgt_test/macro_f1"
 TRANSFERS = 0.6  # a seed "transfers" when its target macro-F1 reaches this (source-only is bimodal: about 0.3 or 0.7)
 KEY_METHODS = ("source_only", "dann")  # with the best distance: the rows that get --more-seeds and the shared rows
