@@ -194,10 +194,10 @@ def timing_text(timings: list[dict[str, Any]], study_command: str) -> str:
     An invocation whose command is not ``study_command`` (the one the section is headed by) is named in its clause.
     """
     ran = [t for t in timings if t["jobs_run"]] or timings[-1:]
-    clauses = []
+    heading, clauses = shown_command(study_command), []
     for timing in ran:
         command = shown_command(timing["command"])
-        by = "" if command == shown_command(study_command) else f" run by `{command}`"
+        by = "" if command == heading else f" run by `{command}`"
         clauses.append(f"wall time {timing['wall_seconds'] / 60:.1f} min for {timing['jobs_run']} jobs{by} "
                        f"(load average {timing['load_average'][0]:.2f} at its end; their MLflow parent run `{timing['parent_run_id']}`)")
     return "; ".join(clauses)

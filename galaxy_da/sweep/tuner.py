@@ -249,12 +249,13 @@ def check_datasets(base: dict[str, Any], space: search_space.Space, verify: bool
     """Before anything starts, in one line: a missing, unfinished or corrupted dataset, one without a target survey
     some trial reads (the base's ``data.target`` or a value the space gives it), or an oracle copy whose source
     labels are a target survey's (a sweep would rank that upper bound among its candidates)."""
+    targets = search_space.values_of(base, space, "data.target")
     for path in search_space.values_of(base, space, "data.path"):
         dataset = ShardDataset(path, verify=verify)
         if trains_on_target_labels(dataset.manifest):
             raise ConfigError(f"data.path {dataset.uri}: a target-as-source copy (manifest provenance kind {ORACLE_KIND!r}) trains "
                               "on target labels; it is an upper bound for analysis, never a sweep's candidate: train it with galaxy-da train")
-        for target in search_space.values_of(base, space, "data.target"):
+        for target in targets:
             if target not in dataset.targets:
                 raise unknown_target(dataset.uri, dataset.manifest, target)
 
