@@ -127,8 +127,10 @@ def test_the_label_shift_study_smoke_runs_its_whole_pipeline_and_resumes(smoke_o
     script = str(ROOT / "bench" / "label_shift_study.py")
     done = subprocess.run([sys.executable, script, "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    from label_shift_study import PROTOCOL
+
     payload = json.loads((out / "label_shift.json").read_text())
-    assert payload["protocol"] == 1 and payload["smoke"] is True and payload["targets"] == ["sdss", "desi"]
+    assert payload["protocol"] == PROTOCOL and payload["smoke"] is True and payload["targets"] == ["sdss", "desi"]
     assert len(payload["load_average"]) == 3 and payload["timings"][-1]["jobs_run"] == len(payload["results"])
     seeds = lambda method: sorted(r["seed"] for r in payload["results"] if r["method"] == method)
     key_seeds = sorted(payload["seeds"] + payload["more_seeds"])

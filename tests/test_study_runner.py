@@ -129,8 +129,10 @@ def test_the_quality_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    from quality import PROTOCOL
+
     payload = json.loads((out / "quality.json").read_text())
-    assert payload["protocol"] == 2 and payload["smoke"] is True
+    assert payload["protocol"] == PROTOCOL and payload["smoke"] is True
     methods = {r["method"] for r in payload["results"]}
     best = payload["best_distance_by_label_free_score"]
     assert {"source_only", "target_oracle", "dann", best, f"{best}+topk_ot", "source_only · shared norm", f"{best} · shared norm"} <= methods
