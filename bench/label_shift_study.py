@@ -63,7 +63,7 @@ from study import (Outputs, add_common_arguments, commands, finished_jobs_kept, 
 PROTOCOL = 1
 NAME = "label_shift"
 TARGETS = ("sdss", "desi")
-MARGINAL = "laplacian"  # the best marginal alignment of the protocol-2 quality table, by the label-free score
+MARGINAL = "laplacian"  # the best marginal alignment of the protocol-2 quality table by the label-free score (protocol 3 prefers sinkhorn, within the spread)
 REACH = 1.0  # GeomLoss reach (rho = reach^2) on L2-normalised features (distances <= 2; the benchmark's blur is 0.5)
 GROUPS = (*EVAL_GROUPS, "priors")
 EXPERIMENT = "label-shift-study"

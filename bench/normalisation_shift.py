@@ -1,4 +1,4 @@
-"""Why per-domain normalisation moves target spirals onto source ellipticals: class brightness in σ units.
+"""Each class's central brightness in σ units after each input normalisation, per domain: a measurement.
 
 For each input normalisation a trial can use (``data.normalization``: ``per_domain``,
 ``shared``), the statistics are computed exactly as a trial does
@@ -6,9 +6,12 @@ For each input normalisation a trial can use (``data.normalization``: ``per_doma
 and each galaxy's central brightness is measured after standardisation: the mean of
 the central ``--box`` × ``--box`` pixels over all bands, in units of the channel std
 (mean-subtracted). The table gives the per-domain, per-class median, and the
-colour ``band 0 − band 2`` of the same box. A classifier trained on source learns
-"bright centre → elliptical"; where a target class's standardised brightness lands
-on the source's other class, that class transfers badly.
+colour ``band 0 − band 2`` of the same box. It was written to test the story "a
+source-trained classifier learns bright centre → elliptical, and per-domain
+standardisation moves target spirals onto source ellipticals"; its own numbers do
+not support that story (target ellipticals come out dimmer than target spirals, yet
+source-only calls them elliptical), so it is kept as a measurement, not an
+explanation (BENCHMARKS.md, "Source-only and the input normalisation").
 
 Target labels are read here (the evaluation view) to split the target by class:
 this is analysis of the data, never part of training or selection.

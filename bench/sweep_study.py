@@ -15,7 +15,7 @@
 3. **Fresh seeds**: the top ``--top`` trials by the sweep's rule, retrained from
    ``configs/benchmark.yaml`` plus their exact overrides (:func:`replay_overrides`)
    on ``--fresh-seeds`` (disjoint from every seed used to choose), beside, on the
-   same seeds, the best untuned recipe of the protocol-2 quality table, source-only
+   same seeds, the best untuned recipe of the quality table (protocol 2 on), source-only
    and the target-oracle. That baseline is the one choice made with target labels:
    the recipe with the best median target test macro-F1 in the quality table. It
    favours the baseline, so the sweep's measured gain is conservative, and it
@@ -55,7 +55,7 @@ from study import RESULTS, Outputs, add_common_arguments, outputs, smoke_dataset
 
 F1 = "eval/tgt_test/macro_f1"
 SWEEP_RULE = "src_val"
-QUALITY_PROTOCOL = 2  # bench/quality.py's table with >= 10 paired seeds for the key rows
+MIN_QUALITY_PROTOCOL = 2  # bench/quality.py's tables from protocol 2 on hold >= 10 paired seeds for the key rows
 MIN_QUALITY_SEEDS = 10  # source-only seeds a real study's baseline table must hold
 QUALITY_SEEDS = set(range(10))  # the quality table's seeds chose the untuned baseline
 NOT_REPLAYED = ("seed", "data.path", "tracking.")  # what a retrained configuration sets for itself
@@ -134,8 +134,13 @@ def top_configurations(ranked: list[dict[str, Any]], client, count: int) -> list
 # --------------------------------------------------------------------------- baseline and seeds
 
 
+def current_quality_table(payload: dict[str, Any]) -> bool:
+    """Whether a quality JSON has the layout the baseline needs (protocol 2 on; older tables had 3 seeds)."""
+    return isinstance(payload.get("protocol"), int) and payload["protocol"] >= MIN_QUALITY_PROTOCOL
+
+
 def best_untuned_recipe(quality_json: Path, min_seeds: int = MIN_QUALITY_SEEDS) -> tuple[str, set[int]]:
-    """The protocol-2 quality table's best recipe by median target macro-F1, and the seeds that table trained.
+    """The quality table's best recipe by median target macro-F1, and the seeds that table trained.
 
     Refuses (``SystemExit``, one line) a missing table, another protocol, or fewer than ``min_seeds`` source-only seeds.
     """
@@ -144,9 +149,9 @@ def best_untuned_recipe(quality_json: Path, min_seeds: int = MIN_QUALITY_SEEDS) 
     payload = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
     results = payload.get("results", [])
     source_only = len(per_seed(results, "source_only", F1))
-    if payload.get("protocol") != QUALITY_PROTOCOL or source_only < min_seeds:
+    if not current_quality_table(payload) or source_only < min_seeds:
         found = "no such file" if not payload else f"protocol {payload.get('protocol')}, {source_only} source_only seeds"
-        raise SystemExit(f"{quality_json}: not a protocol-{QUALITY_PROTOCOL} quality table with >= {min_seeds} source_only seeds "
+        raise SystemExit(f"{quality_json}: not a protocol-{MIN_QUALITY_PROTOCOL}-or-later quality table with >= {min_seeds} source_only seeds "
                          f"({found}); run bench/quality.py first, or pass --baseline RECIPE")
     candidates = [m for m in untuned_recipes() if per_seed(results, m, F1)]  # the +topk_ot row too: the strongest untuned baseline
     best = max(candidates, key=lambda m: np.median(list(per_seed(results, m, F1).values())))
@@ -154,12 +159,12 @@ def best_untuned_recipe(quality_json: Path, min_seeds: int = MIN_QUALITY_SEEDS) 
 
 
 def choose_baseline(args: argparse.Namespace, out: Outputs) -> tuple[str, str, set[int]]:
-    """(recipe, where it came from, the quality seeds that chose it); a smoke without a protocol-2 table in --out uses laplacian."""
+    """(recipe, where it came from, the quality seeds that chose it); a smoke without a current quality table in --out uses laplacian."""
     if args.baseline:
         return args.baseline, "--baseline", set()
     path = args.quality_json or (out.folder / "quality.json" if args.smoke else RESULTS / "quality.json")
-    if args.smoke and not (path.is_file() and json.loads(path.read_text()).get("protocol") == QUALITY_PROTOCOL):
-        return SMOKE_BASELINE, f"smoke default (no protocol-{QUALITY_PROTOCOL} {path.name} in --out)", set()
+    if args.smoke and not (path.is_file() and current_quality_table(json.loads(path.read_text()))):
+        return SMOKE_BASELINE, f"smoke default (no protocol-{MIN_QUALITY_PROTOCOL}-or-later {path.name} in --out)", set()
     recipe, seeds = best_untuned_recipe(path, 1 if args.smoke else MIN_QUALITY_SEEDS)
     return recipe, f"best median target macro-F1 of {shown(path)}", seeds
 
@@ -223,7 +228,7 @@ def main() -> None:
     parser.add_argument("--fresh-seeds", type=int, nargs="+", help=f"default {DEFAULTS['fresh_seeds']}; smoke {SMOKE_DEFAULTS['fresh_seeds']}")
     parser.add_argument("--top", type=int, help=f"configurations retrained (default {DEFAULTS['top']}; smoke {SMOKE_DEFAULTS['top']})")
     parser.add_argument("--workers", type=int, help="concurrent trials and jobs (default 2)")
-    parser.add_argument("--quality-json", type=Path, help="the protocol-2 quality table (default bench/results/quality.json; smoke: in --out)")
+    parser.add_argument("--quality-json", type=Path, help="the quality table, protocol 2 or later (default bench/results/quality.json; smoke: in --out)")
     parser.add_argument("--baseline", help="untuned recipe to beat (default: the quality table's best by median target macro-F1)")
     parser.add_argument("--storage-path", help="Ray's results folder (default ray_results; smoke: in --out)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or mlflow/mlflow.db; smoke: in --out)")

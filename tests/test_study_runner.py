@@ -151,3 +151,17 @@ def test_the_quality_study_smoke_runs_its_whole_pipeline(smoke_out, tmp_path):
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "jobs already done" in again.stdout and not re.search(r"^\[\d+/\d+\] ", again.stdout, re.M)  # continued from the job log: nothing re-run
+
+
+def test_seed_drift_reports_each_methods_moves_on_the_seeds_both_runs_trained():
+    from seed_drift import drift, drift_table
+
+    row = lambda method, seed, f1: {"method": method, "seed": seed, "metrics": {"eval/tgt_test/macro_f1": f1}}
+    before = [row("dann", 0, 0.70), row("dann", 1, 0.60), row("dann", 2, 0.50), row("sinkhorn", 0, 0.75), row("only_before", 0, 0.1)]
+    after = [row("sinkhorn", 0, 0.76), row("sinkhorn", 9, 0.10), row("dann", 0, 0.20), row("dann", 1, 0.62), row("dann", 2, 0.50)]
+    rows = drift(before, after)
+    assert [r["method"] for r in rows] == ["sinkhorn", "dann"]  # after's order; a method in one run only is left out
+    sinkhorn, dann = rows
+    assert sinkhorn["seeds"] == [0] and sinkhorn["median_after"] == pytest.approx(0.76)  # seed 9 ran only after
+    assert dann["median_abs_move"] == pytest.approx(0.02) and dann["largest_move"] == {"seed": 0, "before": 0.70, "after": 0.20}
+    assert "| dann | 3 | 0.600 | 0.500 | 0.020 | 0.500 (seed 0: 0.700 → 0.200) |" in drift_table(rows)

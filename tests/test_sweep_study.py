@@ -6,7 +6,7 @@
 - a retrained configuration is configs/benchmark.yaml plus the trial's overrides,
   and equals the trial's config but for seed, data path and tracking (a Laplacian
   pick keeps its Laplacian);
-- the untuned baseline comes only from a protocol-2 quality table with >= 10
+- the untuned baseline comes only from a quality table of protocol 2 or later with >= 10
   source-only seeds, and fresh seeds never overlap a seed that chose anything;
 - ``--smoke`` runs the whole study (sweep, analysis, fresh jobs, JSON, BENCHMARKS
   section, plots) as a subprocess (slow).
@@ -165,9 +165,10 @@ def test_a_superseded_or_thin_quality_table_is_refused_in_one_line(protocol, see
     assert "\n" not in message and str(path) in message and "bench/quality.py" in message and "--baseline" in message
 
 
-def test_the_baseline_is_the_best_recipe_of_a_protocol_2_table(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_baseline_is_the_best_recipe_of_a_protocol_2_or_later_table(protocol, tmp_path):
     """Recipes only: never the target-oracle (an upper bound) nor a re-run row."""
-    recipe, seeds = best_untuned_recipe(quality_table(tmp_path / "quality.json", 2, 10))
+    recipe, seeds = best_untuned_recipe(quality_table(tmp_path / "quality.json", protocol, 10))
     assert recipe == "laplacian" and seeds == set(range(10))
 
 
