@@ -180,6 +180,7 @@ def run_trial(
     extra_report: Optional[Callable[[dict[str, Any], Trainer], None]] = None,
     extra_tags: Optional[dict[str, str]] = None,
     data: Optional[TrialData] = None,
+    started: Optional[Callable[[Optional[str]], None]] = None,
 ) -> TrialOutcome:
     """Train ``cfg`` in a plain loop; log params, tags, per-epoch metrics and artifacts to one MLflow run.
 
@@ -188,10 +189,13 @@ def run_trial(
     with the trainer between two epochs (its model in memory, its checkpoint
     folder); it cannot change the trial's random stream (see :class:`Trainer`).
     ``data``: the trial's splits when the caller already holds them.
+    ``started(run_id)`` is called once the MLflow run exists (``None`` untracked), before the first epoch.
     """
     trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, resume=resume, data=data)
     trial = TrackedTrial(cfg, track=track, parent_run_id=parent_run_id, run_id=run_id, extra_tags=extra_tags, trainer=trainer)
     try:
+        if started is not None:
+            started(trial.run_id)
         for record in trial.epochs():
             if progress:
                 print(format_record(record, cfg), flush=True)

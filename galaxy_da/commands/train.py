@@ -5,21 +5,26 @@ numbered from 1, :mod:`galaxy_da.epoch_numbers`) and which epochs were warm-up,
 where the run was logged (store, experiment, run id), a JSON line for scripts,
 and the next command to run. ``--resume`` without a ``last.pt`` to continue from
 is refused; Ctrl-C ends with one line naming the checkpoint folder and the
-command that resumes it (exit 130).
+command that resumes it (exit 130). A tracked run notes its MLflow run in the
+checkpoint folder (:data:`RUN_FILE`), so ``--resume`` logs into that same run
+(re-opened; epochs it holds are not logged twice) instead of opening another.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from galaxy_da.tracking import TRACKING_URI_HELP
+from galaxy_da.tracking import TRACKING_URI_HELP, default_tracking_uri
 
 if TYPE_CHECKING:
     from galaxy_da.config import TrialConfig
     from galaxy_da.trial import TrialOutcome
+
+RUN_FILE = "mlflow_run.json"  # in the checkpoint folder: {"run_id", "tracking_uri"} of the run its checkpoints log to
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +40,6 @@ def closing_lines(cfg: "TrialConfig", outcome: "TrialOutcome", tracked: bool, ch
     """What ``galaxy-da train`` prints after its last epoch, ending with the next command to run."""
     from galaxy_da import strict_json
     from galaxy_da.epoch_numbers import shown, warmup_note
-    from galaxy_da.tracking import default_tracking_uri
 
     rule, epochs = cfg.selection.rule, cfg.optim.epochs
     trained = f"trained {len(outcome.history)} of {epochs} epochs"
@@ -74,6 +78,42 @@ def check_resume(args: argparse.Namespace) -> None:
         raise ConfigError(f"--resume: no {args.checkpoint_dir / LAST}; point --checkpoint-dir at the folder holding the interrupted run's {LAST}")
 
 
+def remember_run(checkpoint_dir: Path, run_id: Optional[str], tracking_uri: str) -> None:
+    """Note in ``checkpoint_dir`` the MLflow run these checkpoints log to (nothing untracked)."""
+    if run_id is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": tracking_uri}))
+
+
+def remembered_run(checkpoint_dir: Path, tracking_uri: str) -> tuple[Optional[str], str]:
+    """``(run id to continue or None, the line saying which)`` for ``--resume`` from ``checkpoint_dir``.
+
+    The noted run is continued only when it is in ``tracking_uri``'s store and not deleted; otherwise a new run
+    is opened and the line says why.
+    """
+    path = checkpoint_dir / RUN_FILE
+    try:
+        noted = json.loads(path.read_text())
+        run_id, noted_uri = str(noted["run_id"]), str(noted["tracking_uri"])
+    except FileNotFoundError:
+        return None, f"resuming into a new MLflow run: {checkpoint_dir} notes no run ({RUN_FILE} is missing)"
+    except (ValueError, KeyError, TypeError) as error:
+        return None, f"resuming into a new MLflow run: {path} is unreadable ({type(error).__name__}: {error})"
+    if noted_uri != tracking_uri:
+        return None, f"resuming into a new MLflow run in {tracking_uri}: the checkpoints' run {run_id} is in {noted_uri}"
+    from mlflow.exceptions import MlflowException
+
+    from galaxy_da.tracking import mlflow_client
+
+    try:
+        stage = mlflow_client(tracking_uri).get_run(run_id).info.lifecycle_stage
+    except MlflowException:
+        stage = "missing"
+    if stage != "active":
+        return None, f"resuming into a new MLflow run: the checkpoints' run {run_id} is {stage} in {tracking_uri}"
+    return run_id, f"resuming MLflow run {run_id} (epochs it holds are not logged again)"
+
+
 def resume_command(args: argparse.Namespace, checkpoint_dir: Path) -> str:
     """The ``galaxy-da train`` command that continues this one from ``checkpoint_dir/last.pt``."""
     words = ["galaxy-da", "train", *(["--config", str(args.config)] if args.config else []), *args.overrides]
@@ -82,13 +122,14 @@ def resume_command(args: argparse.Namespace, checkpoint_dir: Path) -> str:
     return shlex.join([*words, "--checkpoint-dir", str(checkpoint_dir), "--resume"])
 
 
-def interrupted_line(args: argparse.Namespace, checkpoint_dir: Path) -> str:
+def interrupted_line(args: argparse.Namespace, checkpoint_dir: Path, run_id: Optional[str] = None) -> str:
     """What Ctrl-C prints: where the checkpoints are and how to go on, or that there is nothing to go on from."""
     from galaxy_da.checkpoint import LAST
 
     if not (checkpoint_dir / LAST).is_file():
         return f"interrupted before the first epoch ended; nothing to resume ({checkpoint_dir} holds no {LAST})"
-    return f"interrupted; checkpoints in {checkpoint_dir}; resume with: {resume_command(args, checkpoint_dir)}"
+    run = f" (MLflow run {run_id}, closed KILLED; resuming re-opens it)" if run_id else ""
+    return f"interrupted; checkpoints in {checkpoint_dir}{run}; resume with: {resume_command(args, checkpoint_dir)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,12 +143,24 @@ def run(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         cfg.tracking.tracking_uri = args.tracking_uri
     checkpoint_dir = args.checkpoint_dir or Path(tempfile.mkdtemp(prefix="galaxy-da-ckpt-"))  # named here, so Ctrl-C can name it
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri()
+    run_id = None
+    if args.resume and not args.no_track:
+        run_id, line = remembered_run(checkpoint_dir, tracking_uri)
+        print(line, flush=True)
+    runs: list[str] = []
+
+    def started(new_run_id: Optional[str]) -> None:
+        runs.append(new_run_id)
+        remember_run(checkpoint_dir, new_run_id, tracking_uri)
+
     try:
         from galaxy_da.trial import run_trial
 
-        result = run_trial(cfg, track=not args.no_track, checkpoint_dir=checkpoint_dir, resume=args.resume, progress=True)
+        result = run_trial(cfg, track=not args.no_track, checkpoint_dir=checkpoint_dir, resume=args.resume, progress=True,
+                           run_id=run_id, started=started)
     except KeyboardInterrupt:
-        print(interrupted_line(args, checkpoint_dir), file=sys.stderr)
+        print(interrupted_line(args, checkpoint_dir, runs[0] if runs else None), file=sys.stderr)
         return 130
     print("\n".join(closing_lines(cfg, result, tracked=not args.no_track, checkpoint_dir=checkpoint_dir)))
     return 0
