@@ -1,7 +1,7 @@
 """``galaxy-da ingest``: the original data set's layout -> a Parquet dataset.
 
 The original layout (Zenodo record 17434016, label tables as in
-``shared/data/galaxy-da-labels/``):
+``../shared/data/galaxy-da-labels/``, beside a clone):
 
 - source: a TNG50 folder of ``subhalo_<subhalo_id>.png`` and a label table
   ``source_galaxy_labels.csv|json`` (image_path, subhalo_id, mass, star_forming,

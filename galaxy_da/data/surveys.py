@@ -29,7 +29,7 @@ Sources:
   5σ depth r = 23.9 for point sources (the survey's design depth r = 23.4 is for a
   0.45"-radius exponential galaxy; point sources reach about 0.5 mag deeper).
   Sample: Galaxy Zoo DESI (Walmsley et al. 2023, MNRAS 526, 4768) labels galaxies to about r < 19.
-- Class counts: the label tables in ``shared/data/galaxy-da-labels/``
+- Class counts: the label tables in ``../shared/data/galaxy-da-labels/`` (beside a clone, not in it)
   (``gz2_galaxy_labels.csv``, ``gz_desi_labels.csv``); ``tests/test_surveys.py``
   recounts them from the tables.
 """
@@ -56,7 +56,7 @@ class SurveyFacts:
     seeing_fwhm_arcsec: float  # median r-band PSF FWHM
     depth_r_5sigma: float  # AB magnitude of a 5σ point source in r, at the median seeing
     sample_r_limit: float  # the labelled galaxies' faint limit in r (AB)
-    label_table: str  # file in shared/data/galaxy-da-labels/
+    label_table: str  # file in ../shared/data/galaxy-da-labels/ (beside the clone)
     class_counts: tuple[int, int, int]  # elliptical, irregular, spiral rows of the label table
 
     def manifest_entry(self, class_counts: Sequence[int], class_names: Sequence[str], **extra: Any) -> dict[str, Any]:
