@@ -70,4 +70,5 @@ ALIGNMENT_METHODS = LazyRegistry({
 PRIOR_ESTIMATORS = LazyRegistry({
     "bbse": "galaxy_da.label_shift.estimators:bbse_priors",
     "em": "galaxy_da.label_shift.estimators:em_priors",
+    "em_bcts": "galaxy_da.label_shift.estimators:em_bcts_priors",
 })

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from galaxy_da.config import ConfigError, load_config
-from galaxy_da.label_shift.estimators import bbse_from_confusion, bbse_priors, em_from_posteriors, em_priors, prior_correction
+from galaxy_da.label_shift.estimators import (bbse_from_confusion, bbse_priors, bcts_calibration, em_bcts_priors, em_from_posteriors, em_priors,
+                                              prior_correction)
 from galaxy_da.label_shift.refresh import prior_record
 from galaxy_da.label_shift.weights import class_ratios, label_frequencies
 from galaxy_da.registries import PRIOR_ESTIMATORS
@@ -65,6 +66,31 @@ def test_the_prior_correction_recovers_the_ratio_of_the_two_priors():
     np.testing.assert_allclose(prior_correction(posteriors(population(SOURCE), balanced), SOURCE), SOURCE, atol=1e-4)  # p / pi'
 
 
+def distorted(probs: np.ndarray, sharpness: float, bias: np.ndarray) -> np.ndarray:
+    """softmax(sharpness log probs + bias): over-confident for sharpness > 1, leaning to the classes with bias > 0."""
+    logits = sharpness * np.log(probs) + bias
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+BIAS = np.array([0.0, 0.8, -0.5])
+
+
+def test_bcts_undoes_a_planted_temperature_and_bias():
+    """Posteriors sharpened (a = 1/2.5) and biased: the fit on the labelled source returns a = 1/sharpness, b = -bias/sharpness."""
+    source_x, source_labels = labelled_population(SOURCE)
+    scale, bias = bcts_calibration(distorted(posteriors(source_x, SOURCE), 2.5, BIAS), source_labels)
+    assert scale == pytest.approx(1 / 2.5, rel=1e-3)
+    np.testing.assert_allclose(bias, -BIAS / 2.5, atol=2e-3)
+
+
+def test_em_bcts_recovers_the_priors_from_over_confident_posteriors_where_prior_corrected_em_does_not():
+    (source_x, source_labels), target_x = labelled_population(SOURCE), population(DESI)
+    source, target = distorted(posteriors(source_x, SOURCE), 2.5, BIAS), distorted(posteriors(target_x, SOURCE), 2.5, BIAS)
+    np.testing.assert_allclose(em_bcts_priors(source, source_labels, target), DESI, atol=2e-3)
+    assert np.abs(em_priors(source, source_labels, target) - DESI).max() > 0.03  # the prior correction alone leaves the confidence
+
+
 def blobs(priors: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.choice(3, size=size, p=priors)
     centres = np.array([[0.0, 0.0], [2.2, 0.5], [0.8, 2.2]])
@@ -105,7 +131,7 @@ def test_config_keys():
     with pytest.raises(ConfigError, match=r"align.ratio_momentum"):
         load_config(None, ["align.ratio_momentum=1"])  # 1 would never move from w = 1
     assert load_config(None, ["align.label_shift=em", "align.method=dann"]).align.label_shift == "em"
-    with pytest.raises(ConfigError, match=r"align.label_shift: unknown label-shift estimator 'bbs'; choose from \['none', 'bbse', 'em'\]"):
+    with pytest.raises(ConfigError, match=r"align.label_shift: unknown label-shift estimator 'bbs'; choose from \['none', 'bbse', 'em', 'em_bcts'\]"):
         load_config(None, ["align.label_shift=bbs"])
     with pytest.raises(ConfigError, match=r"reach \(unbalanced OT\) applies to method 'sinkhorn' only; method is 'energy'"):
         load_config(None, ["align.method=energy", "align.reach=0.5"])

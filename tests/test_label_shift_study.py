@@ -23,6 +23,14 @@ CLASSES = ["elliptical", "irregular", "spiral"]
 TRUTH = {"elliptical": 0.60, "irregular": 0.03, "spiral": 0.37}
 
 
+def smoke(script: str, out: Path, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``python bench/<script> --smoke --out <out>``, run from ``cwd``; asserts it exited 0, showing its output's end if not."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
 def result(method: str, seed: int, f1: float, score: float = 0.0, estimate: dict | None = None) -> dict:
     """A result row as jobs.run_job returns it, with the metrics the study's tables read."""
     metrics = {"eval/tgt_test/macro_f1": f1, "eval/tgt_test/acc": f1, "eval/src_val/acc": 0.9, "oracle/tgt_test_macro_f1_best_epoch": f1}
@@ -124,9 +132,7 @@ def test_the_plot_shows_paired_differences_and_estimated_priors_per_target(tmp_p
 @pytest.mark.slow
 def test_the_label_shift_study_smoke_runs_its_whole_pipeline_and_resumes(smoke_out, tmp_path):
     out = smoke_out("label_shift")
-    script = str(ROOT / "bench" / "label_shift_study.py")
-    done = subprocess.run([sys.executable, script, "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    smoke("label_shift_study.py", out, tmp_path, timeout=1800)
     from label_shift_study import PROTOCOL
 
     payload = json.loads((out / "label_shift.json").read_text())
@@ -155,6 +161,23 @@ def test_the_label_shift_study_smoke_runs_its_whole_pipeline_and_resumes(smoke_o
         assert text in section, text
     assert re.search(r"— \*\*(met|missed)\*\*", section)
     assert (ROOT / "BENCHMARKS.md").read_text().count("<!-- study:label_shift -->") == 1  # the smoke wrote a copy, not the real file
-    again = subprocess.run([sys.executable, script, "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    again = smoke("label_shift_study.py", out, tmp_path, timeout=900)
     assert "jobs already done" in again.stdout and not re.search(r"^\[\d+/\d+\] ", again.stdout, re.M)  # continued from the job log: nothing re-run
+
+
+@pytest.mark.slow
+def test_the_prior_estimator_comparison_smoke_scores_every_estimator_on_the_same_checkpoints_and_resumes(smoke_out, tmp_path):
+    from galaxy_da.registries import PRIOR_ESTIMATORS
+
+    out = smoke_out("prior_estimators")
+    smoke("prior_estimators.py", out, tmp_path, timeout=900)
+    payload = json.loads((out / "prior_estimators.json").read_text())
+    assert payload["estimators"] == list(PRIOR_ESTIMATORS) and len(payload["results"]) == 2  # one seed on each target
+    for target in ("sdss", "desi"):
+        entries = payload["prior_errors"][target]
+        assert [e["estimator"] for e in entries] == list(PRIOR_ESTIMATORS)
+        assert all(e["method"] == f"{target}/laplacian" and e["seeds"] == [0] for e in entries)  # the same checkpoint for all
+        assert len({tuple(e["truth"][0]) for e in entries}) == 1 and sum(entries[0]["truth"][0]) == pytest.approx(1.0)
+    section = (out / "BENCHMARKS.md").read_text().split("<!-- study:prior_estimators -->", 1)[1].split("<!-- /study:prior_estimators -->", 1)[0]
+    assert section.count("| laplacian | em_bcts | 1 |") == 2 and "against `bbse`" in section
+    assert "2 of 2 jobs already done" in smoke("prior_estimators.py", out, tmp_path, timeout=600).stdout  # read back from the job log

@@ -15,11 +15,17 @@ to 1. No target label is an input.
   Neural Computation 2002), after correcting the posteriors to the source's
   label frequencies (:func:`prior_correction`); the maximum-likelihood prior
   when the posteriors are calibrated up to their prior.
+- ``em_bcts``: the same EM after bias-corrected temperature scaling fitted on the
+  labelled source split (:func:`bcts_calibration`; Alexandari, Kundaje and
+  Shrikumar, ICML 2020): it corrects over- or under-confidence as well as the
+  prior, which EM's likelihood is sensitive to and BBSE's hard predictions are not.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax
 
 
 def normalise(weights: np.ndarray) -> np.ndarray:
@@ -125,3 +131,46 @@ def em_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_probs:
     corrected = np.asarray(target_probs, dtype=np.float64) * factors
     return em_from_posteriors(corrected / corrected.sum(axis=1, keepdims=True), source_prior)
 
+
+
+def bcts_calibration(source_probs: np.ndarray, source_labels: np.ndarray) -> tuple[float, np.ndarray]:
+    r"""Bias-corrected temperature scaling: ``(a, b)`` with calibrated posteriors :math:`\mathrm{softmax}(a \log f(x) + b)`.
+
+    Fitted on the labelled source split, ``source_probs`` (n, K) and ``source_labels`` (n,), by minimising the mean
+    negative log-likelihood :math:`\frac1n \sum_i [\log\sum_k e^{a z_{ik} + b_k} - a z_{iy_i} - b_{y_i}]`,
+    :math:`z = \log f`. It is convex in :math:`(a, b)` (the logits are linear in them), so L-BFGS-B finds the
+    optimum; its gradient is :math:`\frac1n \sum_i (s_i - e_{y_i}) \cdot (z_i, 1)` with :math:`s_i` the calibrated
+    posteriors. ``b_0 = 0`` (softmax ignores a common shift); ``a = 1/T`` is kept in [1e-3, 1e3] and each
+    :math:`b_k` in [-50, 50], so a class absent from the split gets a large negative bias, not an infinite one.
+    Returns ``a`` and ``b`` (K,).
+    """
+    logits = np.log(np.clip(np.asarray(source_probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
+    labels = np.asarray(source_labels)
+    n, classes = logits.shape
+    onehot = np.eye(classes)[labels]
+
+    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
+        bias = np.concatenate([[0.0], params[1:]])
+        log_probs = log_softmax(params[0] * logits + bias, axis=1)
+        residual = (np.exp(log_probs) - onehot) / n  # (n, K): d loss / d calibrated logits
+        gradient = np.concatenate([[np.sum(residual * logits)], residual.sum(axis=0)[1:]])
+        return float(-np.sum(log_probs * onehot) / n), gradient
+
+    start = np.concatenate([[1.0], np.zeros(classes - 1)])
+    bounds = [(1e-3, 1e3)] + [(-50.0, 50.0)] * (classes - 1)
+    fitted = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+    return float(fitted[0]), np.concatenate([[0.0], fitted[1:]])
+
+
+def em_bcts_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray) -> np.ndarray:
+    r"""EM (:func:`em_from_posteriors`) on the target posteriors calibrated by :func:`bcts_calibration`, with :math:`\pi = p`.
+
+    Calibrated on the source split, the posteriors are those of its label frequencies :math:`p`, the prior EM's
+    re-weighting by :math:`q/p` assumes. Shapes as :func:`em_priors`.
+    """
+    classes = source_probs.shape[1]
+    source_prior = np.bincount(np.asarray(source_labels), minlength=classes) / len(source_labels)
+    scale, bias = bcts_calibration(source_probs, source_labels)
+    target_logits = np.log(np.clip(np.asarray(target_probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
+    calibrated = np.exp(log_softmax(scale * target_logits + bias, axis=1))
+    return em_from_posteriors(calibrated, source_prior)
