@@ -35,6 +35,11 @@ def normalise(weights: np.ndarray) -> np.ndarray:
     return clipped / total if total > 0 else np.full(clipped.shape, 1.0 / clipped.size)
 
 
+def split_frequencies(labels: np.ndarray, classes: int) -> np.ndarray:
+    """The labelled split's class frequencies :math:`p` (K,) from its labels (n,)."""
+    return np.bincount(np.asarray(labels), minlength=classes) / len(labels)
+
+
 def joint_confusion(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
     r""":math:`C_{ij} = \hat P_s(\hat y = i,\, y = j)`, the joint frequency on the source split. Shapes (n,), (n,) -> (K, K)."""
     counts = np.zeros((classes, classes))
@@ -125,12 +130,10 @@ def em_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_probs:
     trained under :math:`p`, which is what Saerens' re-weighting by :math:`q/p`
     assumes.
     """
-    classes = source_probs.shape[1]
-    source_prior = np.bincount(np.asarray(source_labels), minlength=classes) / len(source_labels)
+    source_prior = split_frequencies(source_labels, source_probs.shape[1])
     factors = prior_correction(source_probs, source_prior)
     corrected = np.asarray(target_probs, dtype=np.float64) * factors
     return em_from_posteriors(corrected / corrected.sum(axis=1, keepdims=True), source_prior)
-
 
 
 def bcts_calibration(source_probs: np.ndarray, source_labels: np.ndarray) -> tuple[float, np.ndarray]:
@@ -168,8 +171,7 @@ def em_bcts_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_p
     Calibrated on the source split, the posteriors are those of its label frequencies :math:`p`, the prior EM's
     re-weighting by :math:`q/p` assumes. Shapes as :func:`em_priors`.
     """
-    classes = source_probs.shape[1]
-    source_prior = np.bincount(np.asarray(source_labels), minlength=classes) / len(source_labels)
+    source_prior = split_frequencies(source_labels, source_probs.shape[1])
     scale, bias = bcts_calibration(source_probs, source_labels)
     target_logits = np.log(np.clip(np.asarray(target_probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
     calibrated = np.exp(log_softmax(scale * target_logits + bias, axis=1))
