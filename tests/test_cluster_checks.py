@@ -8,7 +8,10 @@ Tune's order of saving and stepping, and the pause every fault waits on real pro
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -219,3 +222,40 @@ def test_paused_processes_run_nothing_until_the_block_ends_and_one_listed_late_i
         for child in (first, late):
             child.kill()
             child.wait()
+
+
+WATCHING_PARENT = """
+import os, sys, time
+child = os.fork()
+if child == 0:
+    while True:
+        time.sleep(0.01)
+print(child, flush=True)
+while True:  # as a login shell does with its foreground job: a child seen stopped ends it
+    found, status = os.waitpid(child, os.WNOHANG | os.WUNTRACED)
+    if found and os.WIFSTOPPED(status):
+        open(sys.argv[1], "w").write("saw its child stopped")
+        os.kill(child, 9)
+        sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("listing_order", ["parent first", "child first"])
+def test_a_parent_paused_with_its_child_never_sees_the_child_stopped(tmp_path, listing_order):
+    """The parent is stopped before its child and continued after it, whatever order the listing gives them in, so a
+    parent watching for its job to stop (an interactive login shell under ``ray submit``) sees nothing."""
+    seen = tmp_path / "seen"
+    parent = subprocess.Popen([sys.executable, "-c", WATCHING_PARENT, str(seen)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        pids = [parent.pid, child] if listing_order == "parent first" else [child, parent.pid]
+        for _ in range(20):
+            with paused(lambda: pids):
+                time.sleep(0.02)
+            time.sleep(0.02)  # both run: a parent continued first would have seen the stop by now
+        assert not seen.exists() and parent.poll() is None, seen.read_text() if seen.exists() else parent.returncode
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()

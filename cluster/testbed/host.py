@@ -39,28 +39,47 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _session(pid: int) -> int:
-    """The session id of ``pid`` (``/proc/<pid>/stat`` field 6; the command name in field 2 may hold spaces)."""
+def _stat_field(pid: int, number: int) -> int:
+    """Field ``number`` (from 3, the state, on) of ``/proc/<pid>/stat`` as an int, -1 once the process is gone; the
+    command name in field 2 may hold spaces, so the later fields are split off after its closing parenthesis."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[number - 3])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def _session(pid: int) -> int:
+    """The session id of ``pid`` (field 6)."""
+    return _stat_field(pid, 6)
+
+
+def _depth(pid: int) -> int:
+    """How many ancestors ``pid`` has below the machine's init (parent ids, field 4); 0 for a process gone."""
+    depth, parent = 0, _stat_field(pid, 4)
+    while parent > 1 and depth < 4096:
+        depth, parent = depth + 1, _stat_field(parent, 4)
+    return depth
 
 
 @contextlib.contextmanager
 def paused(pids: Callable[[], Iterable[int]]) -> Iterator[list[int]]:
     """SIGSTOP every process ``pids()`` lists, and again until it lists none not yet stopped (one forked meanwhile);
     yields them; SIGCONT after the block (to those not killed in it). A stopped process runs no code, so whatever it
-    has not yet sent (a metric, a result, a task) waits until it is continued."""
-    held: set[int] = set()
+    has not yet sent (a metric, a result, a task) waits until it is continued.
+
+    Parents are stopped before their children and continued after them. A parent that runs while its child is
+    stopped can see the stop (``waitpid`` with ``WUNTRACED``) and act on it: the interactive login shell that
+    ``ray submit``'s ssh session runs a driver under reports the job stopped and ends the session.
+    """
+    held: dict[int, int] = {}  # pid -> its depth when stopped
     try:
-        while fresh := set(pids()) - held:
-            for pid in fresh:
+        while fresh := set(pids()) - set(held):
+            for depth, pid in sorted((_depth(pid), pid) for pid in fresh):
+                held[pid] = depth
                 _signal(pid, signal.SIGSTOP)
-            held |= fresh
         yield sorted(held)
     finally:
-        for pid in held:
+        for pid in sorted(held, key=held.get, reverse=True):
             _signal(pid, signal.SIGCONT)
 
 
