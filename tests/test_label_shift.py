@@ -9,10 +9,12 @@ run with ratios of exactly 1 is the unweighted run, and no target label is read.
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import approx_fprime
+from scipy.special import softmax
 
 from galaxy_da.config import ConfigError, load_config
-from galaxy_da.label_shift.estimators import (bbse_from_confusion, bbse_priors, bcts_calibration, em_bcts_priors, em_from_posteriors, em_priors,
-                                              prior_correction)
+from galaxy_da.label_shift.estimators import (bbse_from_confusion, bbse_priors, bcts_calibration, bcts_objective, em_bcts_priors,
+                                              em_from_posteriors, em_priors, prior_correction)
 from galaxy_da.label_shift.refresh import prior_record
 from galaxy_da.label_shift.weights import class_ratios, label_frequencies
 from galaxy_da.registries import PRIOR_ESTIMATORS
@@ -68,9 +70,7 @@ def test_the_prior_correction_recovers_the_ratio_of_the_two_priors():
 
 def distorted(probs: np.ndarray, sharpness: float, bias: np.ndarray) -> np.ndarray:
     """softmax(sharpness log probs + bias): over-confident for sharpness > 1, leaning to the classes with bias > 0."""
-    logits = sharpness * np.log(probs) + bias
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return softmax(sharpness * np.log(probs) + bias, axis=1)
 
 
 BIAS = np.array([0.0, 0.8, -0.5])
@@ -82,6 +82,15 @@ def test_bcts_undoes_a_planted_temperature_and_bias():
     scale, bias = bcts_calibration(distorted(posteriors(source_x, SOURCE), 2.5, BIAS), source_labels)
     assert scale == pytest.approx(1 / 2.5, rel=1e-3)
     np.testing.assert_allclose(bias, -BIAS / 2.5, atol=2e-3)
+
+
+def test_the_bcts_gradient_is_the_derivative_of_its_objective():
+    """The analytic gradient L-BFGS-B is given, against forward finite differences of the objective at random points."""
+    rng = np.random.default_rng(3)
+    logits, onehot = np.log(softmax(rng.normal(size=(50, 3)), axis=1)), np.eye(3)[rng.integers(0, 3, 50)]
+    for params in rng.normal(size=(4, 3)) + [1.0, 0.0, 0.0]:
+        numeric = approx_fprime(params, lambda p: bcts_objective(p, logits, onehot)[0], 1e-6)
+        np.testing.assert_allclose(bcts_objective(params, logits, onehot)[1], numeric, atol=1e-6)
 
 
 def test_em_bcts_recovers_the_priors_from_over_confident_posteriors_where_prior_corrected_em_does_not():

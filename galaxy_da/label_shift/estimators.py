@@ -136,32 +136,40 @@ def em_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_probs:
     return em_from_posteriors(corrected / corrected.sum(axis=1, keepdims=True), source_prior)
 
 
+def log_posteriors(probs: np.ndarray) -> np.ndarray:
+    """:math:`z = \\log f` (n, K) in float64, a zero probability clipped to the smallest positive float (finite)."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
+
+
+def bcts_objective(params: np.ndarray, logits: np.ndarray, onehot: np.ndarray) -> tuple[float, np.ndarray]:
+    r"""The mean NLL of :func:`bcts_calibration` and its gradient at ``params`` = :math:`(a, b_1, \dots, b_{K-1})` (K,).
+
+    ``logits`` :math:`z` (n, K), ``onehot`` :math:`e_{y_i}` (n, K); :math:`b_0 = 0`. The gradient is
+    :math:`\frac1n \sum_i (s_i - e_{y_i}) \cdot (z_i, 1)` with :math:`s_i = \mathrm{softmax}(a z_i + b)`.
+    """
+    bias = np.concatenate([[0.0], params[1:]])
+    log_probs = log_softmax(params[0] * logits + bias, axis=1)
+    residual = (np.exp(log_probs) - onehot) / len(logits)  # (n, K): d loss / d calibrated logits
+    gradient = np.concatenate([[np.sum(residual * logits)], residual.sum(axis=0)[1:]])
+    return float(-np.sum(log_probs * onehot) / len(logits)), gradient
+
+
 def bcts_calibration(source_probs: np.ndarray, source_labels: np.ndarray) -> tuple[float, np.ndarray]:
     r"""Bias-corrected temperature scaling: ``(a, b)`` with calibrated posteriors :math:`\mathrm{softmax}(a \log f(x) + b)`.
 
     Fitted on the labelled source split, ``source_probs`` (n, K) and ``source_labels`` (n,), by minimising the mean
     negative log-likelihood :math:`\frac1n \sum_i [\log\sum_k e^{a z_{ik} + b_k} - a z_{iy_i} - b_{y_i}]`,
-    :math:`z = \log f`. It is convex in :math:`(a, b)` (the logits are linear in them), so L-BFGS-B finds the
-    optimum; its gradient is :math:`\frac1n \sum_i (s_i - e_{y_i}) \cdot (z_i, 1)` with :math:`s_i` the calibrated
-    posteriors. ``b_0 = 0`` (softmax ignores a common shift); ``a = 1/T`` is kept in [1e-3, 1e3] and each
-    :math:`b_k` in [-50, 50], so a class absent from the split gets a large negative bias, not an infinite one.
+    :math:`z = \log f` (:func:`bcts_objective`). It is convex in :math:`(a, b)` (the logits are linear in them), so
+    L-BFGS-B finds the optimum. ``b_0 = 0`` (softmax ignores a common shift); ``a = 1/T`` is kept in [1e-3, 1e3] and
+    each :math:`b_k` in [-50, 50], so a class absent from the split gets a large negative bias, not an infinite one.
     Returns ``a`` and ``b`` (K,).
     """
-    logits = np.log(np.clip(np.asarray(source_probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
-    labels = np.asarray(source_labels)
-    n, classes = logits.shape
-    onehot = np.eye(classes)[labels]
-
-    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
-        bias = np.concatenate([[0.0], params[1:]])
-        log_probs = log_softmax(params[0] * logits + bias, axis=1)
-        residual = (np.exp(log_probs) - onehot) / n  # (n, K): d loss / d calibrated logits
-        gradient = np.concatenate([[np.sum(residual * logits)], residual.sum(axis=0)[1:]])
-        return float(-np.sum(log_probs * onehot) / n), gradient
-
+    logits = log_posteriors(source_probs)
+    classes = logits.shape[1]
+    onehot = np.eye(classes)[np.asarray(source_labels)]
     start = np.concatenate([[1.0], np.zeros(classes - 1)])
     bounds = [(1e-3, 1e3)] + [(-50.0, 50.0)] * (classes - 1)
-    fitted = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+    fitted = minimize(bcts_objective, start, args=(logits, onehot), jac=True, method="L-BFGS-B", bounds=bounds).x
     return float(fitted[0]), np.concatenate([[0.0], fitted[1:]])
 
 
@@ -173,6 +181,5 @@ def em_bcts_priors(source_probs: np.ndarray, source_labels: np.ndarray, target_p
     """
     source_prior = split_frequencies(source_labels, source_probs.shape[1])
     scale, bias = bcts_calibration(source_probs, source_labels)
-    target_logits = np.log(np.clip(np.asarray(target_probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
-    calibrated = np.exp(log_softmax(scale * target_logits + bias, axis=1))
+    calibrated = np.exp(log_softmax(scale * log_posteriors(target_probs) + bias, axis=1))
     return em_from_posteriors(calibrated, source_prior)
